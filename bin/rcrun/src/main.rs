@@ -1,0 +1,258 @@
+//! `rcrun`: the command-line edge. Parses runc's flags, sets up logging, calls the runtime
+//! library, and turns errors into runc's one-line messages and exit codes.
+
+mod cli;
+mod logging;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use rcrun_runtime::container::{self, create::CreateOptions, run::RunOptions};
+
+use cli::{Cli, Command, CreateArgs, ListFormat};
+
+fn main() {
+    let cli = Cli::parse();
+    if cli.version {
+        println!("rcrun version {}", env!("CARGO_PKG_VERSION"));
+        println!("commit: {}", env!("RCRUN_COMMIT"));
+        println!("spec: {}", rcrun_runtime::OCI_VERSION);
+        return;
+    }
+    let logger = match logging::Logger::new(cli.log.as_deref(), cli.log_format, cli.debug) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            eprintln!("open log file {:?}: {e}", cli.log.as_deref().unwrap_or(Path::new("")));
+            std::process::exit(1);
+        }
+    };
+    let _ = tracing::subscriber::set_global_default(LoggerRef(logger.clone()));
+    match dispatch(&cli) {
+        Ok(code) => {
+            let _ = std::io::stdout().flush();
+            std::process::exit(code)
+        }
+        Err(e) => {
+            // Our errors carry their causes in their own text: print the top one, runc-style.
+            let msg = runc_style(&e.to_string());
+            logger.write(tracing::Level::ERROR, &msg, "");
+            if cli.log.is_some() {
+                eprintln!("{msg}");
+            }
+            std::process::exit(1)
+        }
+    }
+}
+
+/// The global subscriber must be 'static; share the logger with main's error path.
+struct LoggerRef(Arc<logging::Logger>);
+
+impl tracing::Subscriber for LoggerRef {
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        self.0.enabled(m)
+    }
+    fn new_span(&self, a: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        self.0.new_span(a)
+    }
+    fn record(&self, i: &tracing::span::Id, r: &tracing::span::Record<'_>) {
+        self.0.record(i, r)
+    }
+    fn record_follows_from(&self, a: &tracing::span::Id, b: &tracing::span::Id) {
+        self.0.record_follows_from(a, b)
+    }
+    fn event(&self, e: &tracing::Event<'_>) {
+        self.0.event(e)
+    }
+    fn enter(&self, i: &tracing::span::Id) {
+        self.0.enter(i)
+    }
+    fn exit(&self, i: &tracing::span::Id) {
+        self.0.exit(i)
+    }
+}
+
+fn rootless(cli: &Cli) -> Result<bool> {
+    Ok(match cli.rootless.as_deref() {
+        None | Some("auto") => !nix::unistd::geteuid().is_root(),
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) => bail!("--rootless: invalid value {other:?} (want true, false or auto)"),
+    })
+}
+
+fn create_options<'a>(cli: &'a Cli, a: &'a CreateArgs) -> Result<CreateOptions<'a>> {
+    Ok(CreateOptions {
+        root: &cli.root,
+        id: &a.id,
+        bundle: &a.bundle,
+        pid_file: a.pid_file.as_deref(),
+        console_socket: a.console_socket.as_deref(),
+        no_pivot: a.no_pivot,
+        no_new_keyring: a.no_new_keyring,
+        preserve_fds: a.preserve_fds,
+        systemd_cgroup: cli.systemd_cgroup,
+        rootless: rootless(cli)?,
+        own_console: false,
+    })
+}
+
+fn dispatch(cli: &Cli) -> Result<i32> {
+    let Some(cmd) = &cli.command else {
+        bail!("no command given: see rcrun --help");
+    };
+    match cmd {
+        Command::Create(a) => {
+            container::create::create(&create_options(cli, a)?)?;
+        }
+        Command::Start { id } => container::start::start(&cli.root, id)?,
+        Command::Run(a) => {
+            let opts = RunOptions { create: create_options(cli, &a.create)?, detach: a.detach, keep: a.keep };
+            return Ok(container::run::run(opts)?);
+        }
+        Command::State { id } => {
+            let v = container::query::state(&cli.root, id)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Command::Kill { all, id, signal } => {
+            let sig = rcrun_runtime::signal::parse(signal.as_deref().unwrap_or("SIGTERM"))?;
+            container::kill::kill(&cli.root, id, sig, *all)?;
+        }
+        Command::Delete { force, ids } => {
+            for id in ids {
+                container::delete::delete(&cli.root, id, *force)?;
+            }
+        }
+        Command::List { format, quiet } => list(cli, *format, *quiet)?,
+        Command::Spec { bundle, rootless } => spec(bundle.as_deref(), *rootless)?,
+    }
+    Ok(0)
+}
+
+fn list(cli: &Cli, format: ListFormat, quiet: bool) -> Result<()> {
+    let entries = container::query::list(&cli.root)?;
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for e in &entries {
+            writeln!(out, "{}", e.state.id)?;
+        }
+        return Ok(());
+    }
+    if format == ListFormat::Json {
+        if entries.is_empty() {
+            writeln!(out, "null")?;
+            return Ok(());
+        }
+        let v: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                let mut j = e.state.to_oci_json(e.status);
+                j["owner"] = e.owner.clone().into();
+                j
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string(&v)?)?;
+        return Ok(());
+    }
+    // Go's tabwriter as runc configures it: min width 12, padding 3.
+    let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from).to_vec()];
+    for e in &entries {
+        let pid = if e.status == rcrun_runtime::state::Status::Stopped { 0 } else { e.state.pid };
+        rows.push(vec![
+            e.state.id.clone(),
+            pid.to_string(),
+            e.status.to_string(),
+            e.state.bundle.display().to_string(),
+            e.state.created.clone(),
+            e.owner.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].len() + 3).max().unwrap_or(0).max(12))
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            if c == 5 {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}", w = widths[c]));
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+fn spec(bundle: Option<&Path>, rootless: bool) -> Result<()> {
+    let dir = bundle.unwrap_or(Path::new("."));
+    let path = dir.join("config.json");
+    if path.exists() {
+        bail!("File {} exists. Remove it first", path.display());
+    }
+    let ids = rootless.then(|| (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()));
+    let v = rcrun_runtime::default_spec::default_spec(ids);
+    let text = serde_json::to_string_pretty(&v)?;
+    std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// Go spells errno text in lower case without decoration ("no such file or directory"); Rust's
+/// io::Error adds " (os error 2)" and nix prefixes "ENOENT: ". Clients match Go's words (Docker
+/// maps "no such file or directory" and "permission denied" to exit codes 127 and 126).
+fn runc_style(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(" (os error ") {
+        let Some(j) = rest[i..].find(')') else { break };
+        out.push_str(&rest[..i]);
+        rest = &rest[i + j + 1..];
+    }
+    out.push_str(rest);
+    // "EPERM: Operation not permitted" -> "operation not permitted"
+    let mut result = String::with_capacity(out.len());
+    let mut lower_next = true;
+    let mut words = out.split_inclusive(' ').peekable();
+    while let Some(w) = words.next() {
+        let bare = w.trim_end();
+        let is_errno = bare.len() > 2
+            && bare.ends_with(':')
+            && bare.starts_with('E')
+            && bare[..bare.len() - 1].bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        if is_errno {
+            lower_next = true;
+            continue;
+        }
+        if lower_next {
+            let mut c = w.chars();
+            if let Some(first) = c.next() {
+                if first.is_ascii_uppercase() && c.clone().next().is_some_and(|n| n.is_ascii_lowercase()) {
+                    result.push(first.to_ascii_lowercase());
+                    result.push_str(c.as_str());
+                    lower_next = false;
+                    continue;
+                }
+            }
+        }
+        lower_next = w.ends_with(": ");
+        result.push_str(w);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runc_style;
+
+    #[test]
+    fn errno_text_like_go() {
+        assert_eq!(
+            runc_style("open /x/config.json: No such file or directory (os error 2)"),
+            "open /x/config.json: no such file or directory"
+        );
+        assert_eq!(runc_style("mount a to b: EPERM: Operation not permitted"), "mount a to b: operation not permitted");
+        assert_eq!(runc_style("container with id exists: Foo"), "container with id exists: Foo");
+    }
+}

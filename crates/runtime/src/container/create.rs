@@ -1,0 +1,328 @@
+//! `create`: from a bundle to a container process waiting on exec.fifo.
+//!
+//! Parent side of the process model (see docs/architecture.md): validate, make the state dir and
+//! cgroup, clone the container process (directly, or through an intermediate process when
+//! namespaces must be joined by path first), write id maps and join the cgroup for it, run the
+//! runtime-namespace hooks when it asks, and save state.json once it reports ready. Any failure
+//! undoes all of that.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources};
+
+use super::{sys, Error};
+use crate::cgroups::{Cgroup, CgroupOptions};
+use crate::init::{self, InitConfig};
+use crate::namespaces::{self, Plan};
+use crate::spec::{self, LoadedSpec};
+use crate::state::{ContainerState, StateDir, Status};
+use crate::sync::{self, Msg};
+use crate::{console, devices, fds, hooks, lsm};
+
+pub struct CreateOptions<'a> {
+    pub root: &'a Path,
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub pid_file: Option<&'a Path>,
+    pub console_socket: Option<&'a Path>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: usize,
+    pub systemd_cgroup: bool,
+    pub rootless: bool,
+    /// A foreground `run` with a terminal: rcrun receives the pty master itself.
+    pub own_console: bool,
+}
+
+/// A created container: its saved state, its locked directory, and for a foreground terminal
+/// `run` the pty master.
+pub struct Created {
+    pub state: ContainerState,
+    pub dir: StateDir,
+    pub cgroup: Option<Cgroup>,
+    pub console: Option<OwnedFd>,
+}
+
+/// Undo everything a failed create made, in reverse order.
+struct Undo {
+    dir: Option<StateDir>,
+    cgroup: Option<Cgroup>,
+    pids: Vec<Pid>,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        for pid in self.pids.drain(..) {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.remove() {
+                tracing::warn!("cleanup after failed create: {e}");
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            if let Err(e) = dir.remove() {
+                tracing::warn!("cleanup after failed create: {e}");
+            }
+        }
+    }
+}
+
+pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
+    let _span = tracing::info_span!("create", id = opts.id).entered();
+    let LoadedSpec { spec, bundle, rootfs } = spec::load(opts.bundle)?;
+    let process = spec.process().as_ref().ok_or(Error::Child("process must be set".into()))?;
+    let plan = Plan::from_spec(&spec);
+    if !plan.new_mount && spec::namespace(&spec, LinuxNamespaceType::Mount).is_none() {
+        return Err(Error::NoMountNamespace);
+    }
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal && opts.console_socket.is_none() && !opts.own_console {
+        return Err(Error::TtyNeedsSocket);
+    }
+    if !terminal && opts.console_socket.is_some() {
+        return Err(Error::SocketWithoutTty);
+    }
+    lsm::check(process.apparmor_profile().as_deref(), process.selinux_label().as_deref())?;
+    // Open everything that can fail on bad input before anything is made.
+    let ns_files = plan
+        .join
+        .iter()
+        .map(|(t, p)| namespaces::open(*t, p).map(|f| (*t, p.clone(), f)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let console_sock: Option<OwnedFd> = match opts.console_socket {
+        Some(p) => Some(console::connect(p)?),
+        None => None,
+    };
+
+    let dir = StateDir::create(opts.root, opts.id)?;
+    let mut undo = Undo { dir: Some(dir), cgroup: None, pids: Vec::new() };
+    let dir_path = undo.dir.as_ref().map(|d| d.dir.clone()).unwrap_or_default();
+
+    // The console for a foreground run: a socketpair, we keep one end.
+    let (own_console_parent, own_console_child) = if terminal && opts.own_console && opts.console_socket.is_none() {
+        let (a, b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(sys("console socketpair"))?;
+        (Some(a), Some(b))
+    } else {
+        (None, None)
+    };
+    let console_fd = console_sock.as_ref().or(own_console_child.as_ref()).map(|f| f.as_raw_fd());
+
+    let fifo = dir_path.join(crate::state::EXEC_FIFO);
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622)).map_err(sys(format!("mkfifo {}", fifo.display())))?;
+    // O_RDWR: never blocks on open, and keeps read(2) in the child blocking until `start` writes.
+    let fifo_fd = nix::fcntl::open(&fifo, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(sys(format!("open {}", fifo.display())))?;
+
+    let cgroup = {
+        let _s = tracing::debug_span!("cgroup").entered();
+        let resources = resources_with_devices(&spec);
+        let cg_opts = CgroupOptions {
+            container_id: opts.id,
+            cgroups_path: spec.linux().as_ref().and_then(|l| l.cgroups_path().as_deref()),
+            systemd: opts.systemd_cgroup,
+            rootless: opts.rootless,
+        };
+        match Cgroup::create(&cg_opts, resources.as_ref()) {
+            Ok(cg) => Some(cg),
+            Err(e) if opts.rootless => {
+                tracing::warn!("rootless: running without a cgroup: {e}");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    undo.cgroup = cgroup;
+    if let (Some(cg), Some(res)) = (undo.cgroup.as_ref(), resources_with_devices(&spec)) {
+        cg.apply(&res)?;
+    }
+
+    let hooks = spec.hooks().as_ref();
+    let prestart = hooks.and_then(|h| h.prestart().clone()).unwrap_or_default();
+    let create_runtime = hooks.and_then(|h| h.create_runtime().clone()).unwrap_or_default();
+    let runtime_hooks = !prestart.is_empty() || !create_runtime.is_empty();
+    let listen_fds = fds::listen_fds();
+    let mut state = ContainerState {
+        oci_version: spec.version().clone(),
+        id: opts.id.to_string(),
+        pid: 0,
+        pid_start: 0,
+        bundle: bundle.clone(),
+        rootfs: rootfs.clone(),
+        created: crate::time::now_rfc3339(),
+        owner: String::new(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        cgroup: undo.cgroup.as_ref().map(|c| c.state_path()),
+        systemd_cgroup: opts.systemd_cgroup,
+        rootless: opts.rootless,
+        own_pid_ns: plan.new_pid || spec::namespace(&spec, LinuxNamespaceType::Pid).is_some(),
+        poststart: hooks.and_then(|h| h.poststart().clone()).unwrap_or_default(),
+        poststop: hooks.and_then(|h| h.poststop().clone()).unwrap_or_default(),
+    };
+    let mut hook_state: serde_json::Value =
+        serde_json::from_str(&state.hook_state(Status::Creating)).unwrap_or_default();
+    hook_state["pid"] = 0.into();
+
+    let cfg = InitConfig {
+        id: opts.id,
+        spec: &spec,
+        bundle: &bundle,
+        rootfs: &rootfs,
+        plan: &plan,
+        fifo_fd: fifo_fd,
+        console_fd,
+        no_pivot: opts.no_pivot,
+        no_new_keyring: opts.no_new_keyring,
+        preserved: listen_fds + opts.preserve_fds,
+        listen_fds,
+        cgroup_path: undo.cgroup.as_ref().map(|c| c.path().to_path_buf()),
+        rootless: opts.rootless,
+        runtime_hooks,
+        hook_state,
+    };
+
+    let (parent_chan, child_chan) = sync::pair()?;
+    let pid = {
+        let _s = tracing::debug_span!("clone", flags = ?plan.clone_flags).entered();
+        spawn(&cfg, &plan, &ns_files, &parent_chan, child_chan, &mut undo)?
+    };
+    drop(ns_files);
+    // Only the child may hold exec.fifo now, or `start` would never see it close on exec.
+    let _ = nix::unistd::close(fifo_fd);
+    drop(own_console_child);
+    drop(console_sock);
+
+    if plan.new_user {
+        namespaces::write_id_maps(pid.as_raw(), &spec, opts.rootless)?;
+    }
+    if let Some(cg) = undo.cgroup.as_ref() {
+        cg.add_task(pid)?;
+    }
+    parent_chan.send(&Msg::Go)?;
+    state.pid = pid.as_raw();
+    state.pid_start = crate::state::proc_stat(pid.as_raw()).map(|(_, s)| s).unwrap_or(0);
+
+    if runtime_hooks {
+        parent_chan.expect(Msg::RunHooks).map_err(|e| Error::Child(e.0))?;
+        let st = state.hook_state(Status::Creating);
+        hooks::run_all("prestart", &prestart, &st)?;
+        hooks::run_all("createRuntime", &create_runtime, &st)?;
+        parent_chan.send(&Msg::HooksDone)?;
+    }
+    // The console master arrives before Ready: receive it now or the child could block on it.
+    let console_master = match own_console_parent {
+        Some(sock) => Some(console::recv_master(sock.as_raw_fd())?),
+        None => None,
+    };
+    parent_chan.expect(Msg::Ready).map_err(|e| Error::Child(e.0))?;
+
+    let dir = undo.dir.as_ref().ok_or(Error::Child("state directory vanished".into()))?;
+    dir.save(&state)?;
+    if let Some(p) = opts.pid_file {
+        write_pid_file(p, pid.as_raw())?;
+    }
+    undo.pids.clear();
+    let dir = undo.dir.take().ok_or(Error::Child("state directory vanished".into()))?;
+    let cgroup = undo.cgroup.take();
+    Ok(Created { state, dir, cgroup, console: console_master })
+}
+
+/// Clone the container process, directly or through an intermediate that joins namespaces.
+fn spawn(
+    cfg: &InitConfig,
+    plan: &Plan,
+    ns_files: &[(LinuxNamespaceType, PathBuf, std::fs::File)],
+    parent_chan: &sync::Channel,
+    child_chan: sync::Channel,
+    undo: &mut Undo,
+) -> Result<Pid, Error> {
+    if plan.direct_clone() {
+        return match super::clone::clone(plan.clone_flags).map_err(sys("clone container process"))? {
+            None => {
+                // SAFETY: our copy of the parent's end must not keep the channel open.
+                let _ = nix::unistd::close(parent_chan.0.as_raw_fd());
+                init::run(cfg, &child_chan)
+            }
+            Some(pid) => {
+                undo.pids.push(pid);
+                Ok(pid)
+            }
+        };
+    }
+    match super::clone::clone(CloneFlags::empty()).map_err(sys("clone intermediate process"))? {
+        None => {
+            let _ = nix::unistd::close(parent_chan.0.as_raw_fd());
+            for (typ, path, file) in ns_files {
+                if let Err(e) = namespaces::join(*typ, path, file) {
+                    let _ = child_chan.send(&Msg::Error(e.to_string()));
+                    // SAFETY: leave the forked copy without running the parent's destructors.
+                    unsafe { libc::_exit(1) }
+                }
+            }
+            match super::clone::clone(plan.clone_flags | CloneFlags::CLONE_PARENT) {
+                Ok(None) => init::run(cfg, &child_chan),
+                Ok(Some(pid)) => {
+                    let _ = child_chan.send(&Msg::Pid(pid.as_raw()));
+                    // SAFETY: as above.
+                    unsafe { libc::_exit(0) }
+                }
+                Err(e) => {
+                    let _ = child_chan.send(&Msg::Error(format!("clone container process: {e}")));
+                    // SAFETY: as above.
+                    unsafe { libc::_exit(1) }
+                }
+            }
+        }
+        Some(mid) => {
+            drop(child_chan);
+            let got = parent_chan.recv();
+            let _ = waitpid(mid, None);
+            match got {
+                Ok(Msg::Pid(p)) => {
+                    let pid = Pid::from_raw(p);
+                    undo.pids.push(pid);
+                    Ok(pid)
+                }
+                Ok(Msg::Error(e)) => Err(Error::Child(e)),
+                Ok(other) => Err(Error::Child(format!("unexpected message from intermediate process: {other:?}"))),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// The spec's resources plus allow rules for the devices every container gets (as runc adds).
+fn resources_with_devices(spec: &oci_spec::runtime::Spec) -> Option<LinuxResources> {
+    let linux = spec.linux().as_ref()?;
+    let mut res = linux.resources().clone().unwrap_or_default();
+    let spec_devs = linux.devices().as_deref().unwrap_or(&[]);
+    let mut rules = res.devices().clone().unwrap_or_default();
+    rules.extend(devices::allow_rules(&devices::all(spec_devs)));
+    res.set_devices(Some(rules));
+    Some(res)
+}
+
+/// Write the pid file atomically (temp file + rename), as runc does.
+fn write_pid_file(path: &Path, pid: i32) -> Result<(), Error> {
+    let path = spec::absolute(path);
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("pid")
+    ));
+    std::fs::write(&tmp, pid.to_string()).map_err(|source| Error::Io { what: "write pid file", path: tmp.clone(), source })?;
+    std::fs::rename(&tmp, &path).map_err(|source| Error::Io { what: "write pid file", path, source })
+}

@@ -1,0 +1,67 @@
+//! `delete`: remove everything `create` made: the process (with `--force`, or a created but
+//! never started one), the cgroup, and the state directory, then run poststop hooks.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{kill::signal_all, Error};
+use crate::cgroups::Cgroup;
+use crate::hooks;
+use crate::state::{ContainerState, StateDir, StateError, Status};
+
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
+    let _span = tracing::info_span!("delete", id, force).entered();
+    let dir = match StateDir::open(root, id) {
+        Ok(d) => d,
+        Err(StateError::NotExist(_)) if force => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let state = match dir.load() {
+        Ok(s) => s,
+        Err(e @ StateError::Corrupt { .. }) => {
+            if !force {
+                return Err(e.into());
+            }
+            // Nothing trustworthy to act on beyond the directory itself.
+            tracing::warn!("{e}; removing the state directory");
+            dir.remove()?;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = state.status(&dir.dir);
+    match status {
+        Status::Stopped => {}
+        // A container that was never started is deleted without --force, as runc does.
+        Status::Created => stop(&state),
+        _ if force => stop(&state),
+        _ => return Err(Error::DeleteRunning { id: id.to_string(), status }),
+    }
+    destroy(dir, &state)
+}
+
+fn stop(state: &ContainerState) {
+    // SAFETY: kill(2) with a plain pid.
+    unsafe { libc::kill(state.pid, libc::SIGKILL) };
+    if !super::wait_gone(state.pid, state.pid_start, Duration::from_secs(10)) {
+        tracing::warn!(pid = state.pid, "container process did not exit after SIGKILL");
+    }
+}
+
+/// Tear down a stopped container: leftover processes (without its own pid namespace they
+/// outlive the first process), cgroup, state dir, then poststop hooks.
+pub fn destroy(dir: StateDir, state: &ContainerState) -> Result<(), Error> {
+    if let Some(cg) = state.cgroup.as_deref() {
+        let cg = Cgroup::open(cg, state.systemd_cgroup)?;
+        if !state.own_pid_ns {
+            signal_all(&cg, libc::SIGKILL)?;
+        }
+        cg.remove()?;
+    }
+    let hook_state = state.hook_state(Status::Stopped);
+    dir.remove()?;
+    if !state.poststop.is_empty() {
+        hooks::run_all_warn("poststop", &state.poststop, &hook_state);
+    }
+    Ok(())
+}

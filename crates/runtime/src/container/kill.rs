@@ -1,0 +1,53 @@
+//! `kill`: signal the container's first process, or with `--all` every process in its cgroup.
+
+use std::path::Path;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::{sys, Error};
+use crate::cgroups::Cgroup;
+use crate::state::{StateDir, Status};
+
+pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), Error> {
+    let _span = tracing::info_span!("kill", id, signal, all).entered();
+    let dir = StateDir::open(root, id)?;
+    let state = dir.load()?;
+    let status = state.status(&dir.dir);
+    if all {
+        if let Some(cg) = state.cgroup.as_deref() {
+            let cg = Cgroup::open(cg, state.systemd_cgroup)?;
+            signal_all(&cg, signal)?;
+            return Ok(());
+        }
+    }
+    if status == Status::Stopped {
+        return Err(Error::NotRunning);
+    }
+    send(state.pid, signal)
+}
+
+fn send(pid: i32, signal: i32) -> Result<(), Error> {
+    // SAFETY: kill(2) with a plain pid and signal number (numbers beyond nix's enum included).
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        let e = nix::Error::last();
+        if e == nix::Error::ESRCH {
+            return Err(Error::NotRunning);
+        }
+        return Err(sys(format!("kill {pid}"))(e));
+    }
+    Ok(())
+}
+
+/// Signal every process in the cgroup; SIGKILL to a frozen cgroup also thaws it so it can die.
+pub(crate) fn signal_all(cg: &Cgroup, signal: i32) -> Result<(), Error> {
+    for pid in cg.pids()? {
+        // SAFETY: as in `send`; a process that exited meanwhile is fine.
+        unsafe { libc::kill(pid.as_raw(), signal) };
+    }
+    if signal == Signal::SIGKILL as i32 {
+        let _ = cg.thaw();
+    }
+    let _ = Pid::this();
+    Ok(())
+}
