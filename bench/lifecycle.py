@@ -185,6 +185,8 @@ class Runtime:
         self.reason = "" if self.available else f"binary not found: {path or name}"
         self.version = "?"
         self.ids: set[str] = set()  # ids that may exist under self.root
+        self.timeouts = 0
+        self.aborted = ""
         if self.available:
             try:
                 r = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
@@ -207,6 +209,26 @@ def _on_alarm(signum, frame):
 CURRENT: subprocess.Popen | None = None  # child being timed right now
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL pid and all its descendants (found through /proc/*/children):
+    killing only GNU time or a wrapper would leave the runtime running."""
+    found, stack = [], [pid]
+    while stack:
+        q = stack.pop()
+        found.append(q)
+        try:
+            for t in os.listdir(f"/proc/{q}/task"):
+                with open(f"/proc/{q}/task/{t}/children") as f:
+                    stack.extend(int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            pass
+    for q in found:
+        try:
+            os.kill(q, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def timed(argv: list[str], timeout: float, stderr) -> tuple[float, int]:
     """Spawn argv (Popen, stdio to /dev/null), reap it with os.wait4 and return
     (wall ms, exit code). Exit code -1000: the per-command timeout fired and the
@@ -223,7 +245,7 @@ def timed(argv: list[str], timeout: float, stderr) -> tuple[float, int]:
     except Timeout:
         p = CURRENT
         if p is not None:
-            p.kill()
+            kill_tree(p.pid)
             p.wait()
         CURRENT = None
         return timeout * 1000.0, -1000
@@ -266,7 +288,7 @@ def rss_probe(argv: list[str], timeout: float, stderr, outfile: str) -> tuple[in
     except Timeout:
         p = CURRENT
         if p is not None:
-            p.kill()
+            kill_tree(p.pid)
             p.wait()
         CURRENT = None
         return -1000, 0
@@ -380,7 +402,7 @@ class Bench:
         if k == 0:
             return []
         s = i % k
-        return self.live[s:] + self.live[:s]
+        return [r for r in self.live[s:] + self.live[:s] if not r.aborted]
 
     def t(self, rt: Runtime, op: str, it: int, mode: str, *args: str) -> bool:
         """mode: "time" (timed, recorded), "rss" (peak-RSS probe, recorded),
@@ -393,25 +415,47 @@ class Bench:
             rc, val = rss_probe(argv, self.a.timeout, self.stderr, str(self.tmp / "rss.out"))
         else:
             val, rc = timed(argv, self.a.timeout, self.stderr)
+        if rc == -1000:
+            self.timed_out(rt, f"{mode} {op}", it)
         if mode == "warm":
             return rc == 0
         return self.series[op][rt.name].add(mode, val, rc, argv, it)
 
+    def q(self, rt: Runtime, *args: str, capture: bool = False):
+        """Untimed runtime command; timeouts count towards aborting the runtime."""
+        r = quiet(rt.argv(*args), timeout=self.a.timeout, capture=capture)
+        if r is None:
+            self.timed_out(rt, f"untimed {args[0]}", -1)
+        return r
+
+    def timed_out(self, rt: Runtime, what: str, it: int) -> None:
+        rt.timeouts += 1
+        log(f"[{self.phase}] {rt.name}: {what} timed out after {self.a.timeout:g} s "
+            f"(iteration {it})")
+        if rt.timeouts >= self.a.max_timeouts and not rt.aborted:
+            rt.aborted = (f"{rt.name} stopped being measured after {rt.timeouts} command "
+                          f"timeouts (iteration {it}); its figures are partial")
+            self.notes.append(rt.aborted)
+            log(f"[{self.phase}] warning: {rt.aborted}")
+
     # -- helpers (untimed) --------------------------------------------------
 
     def force_delete(self, rt: Runtime, cid: str) -> None:
-        quiet(rt.argv("delete", "--force", cid))
-        rt.ids.discard(cid)
+        r = self.q(rt, "delete", "--force", cid)
+        if r is not None and r.returncode == 0:
+            rt.ids.discard(cid)  # otherwise the final cleanup tries again
 
     def exists(self, rt: Runtime, cid: str) -> bool:
-        r = quiet(rt.argv("state", cid), capture=True)
+        r = self.q(rt, "state", cid, capture=True)
         return r is not None and r.returncode == 0
 
     def wait_stopped(self, rt: Runtime, cid: str, limit: float = 5.0) -> bool:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            r = quiet(rt.argv("state", cid), capture=True)
-            if r is None or r.returncode != 0:
+            r = self.q(rt, "state", cid, capture=True)
+            if r is None:
+                return False
+            if r.returncode != 0:
                 return True  # gone
             try:
                 if json.loads(r.stdout).get("status") == "stopped":
@@ -432,7 +476,8 @@ class Bench:
             if mode != "warm":
                 self.series["run"][rt.name].fail(f"[{mode}] container left behind after run", it)
             self.force_delete(rt, cid)
-        rt.ids.discard(cid)
+        else:
+            rt.ids.discard(cid)
 
     def op_lifecycle(self, rt: Runtime, it: int, mode: str) -> None:
         cid = self.cid(rt, f"c{mode[0]}{it}")
@@ -447,7 +492,7 @@ class Bench:
         self.t(rt, "start", it, mode, "start", cid)
         self.t(rt, "state", it, mode, "state", cid)
         # kill + wait for stopped: not timed
-        quiet(rt.argv("kill", cid, "KILL"))
+        self.q(rt, "kill", cid, "KILL")
         if not self.wait_stopped(rt, cid) and mode != "warm":
             S["delete"][rt.name].fail(f"[{mode}] container not stopped 5 s after kill KILL", it)
         if self.t(rt, "delete", it, mode, "delete", cid) and not self.exists(rt, cid):
@@ -463,10 +508,12 @@ class Bench:
             for j in range(n):
                 cid = self.cid(rt, f"l{j}")
                 rt.ids.add(cid)
-                r = quiet(rt.argv("create", "-b", self.bundles["sleep"], cid), timeout=self.a.timeout)
+                if rt.aborted:
+                    break
+                r = self.q(rt, "create", "-b", self.bundles["sleep"], cid)
                 if r is None or r.returncode != 0:
                     bad += 1
-            r = quiet(rt.argv("list", "-q"), capture=True)
+            r = self.q(rt, "list", "-q", capture=True)
             seen = len(r.stdout.split()) if r is not None and r.returncode == 0 else -1
             if bad or seen != n:
                 msg = (f"{rt.name}: {bad} of {n} setup creates failed; "
@@ -488,6 +535,8 @@ class Bench:
             log(f"[{self.phase}] list: deleting setup containers (untimed)")
             for rt in self.live:
                 for j in range(n):
+                    if rt.aborted:
+                        break
                     self.force_delete(rt, self.cid(rt, f"l{j}"))
 
     def baseline(self) -> dict:
@@ -515,7 +564,7 @@ class Bench:
         lifecycle = any(o in ops for o in ("create", "start", "state", "delete"))
         t_start = time.monotonic()
         load_start = os.getloadavg()
-        if load_start[0] > 0.5 * (os.cpu_count() or 1):
+        if load_start[0] > (os.cpu_count() or 1):
             msg = (f"load average {load_start[0]:.2f} on {os.cpu_count()} CPUs at start: "
                    "the machine is busy, expect noisy figures")
             self.notes.append(msg)
@@ -557,7 +606,8 @@ class Bench:
             elif rt.name in self.excluded:
                 status = "not measured: " + self.excluded[rt.name]
             out["runtimes"][rt.name] = {"path": rt.path, "version": rt.version, "root": rt.root,
-                                        "status": status}
+                                        "status": status, "timeouts": rt.timeouts,
+                                        "aborted": rt.aborted}
         for op in ALL_OPS:
             if op not in ops:
                 continue
@@ -608,6 +658,67 @@ def ratios(d: dict) -> dict:
 # --------------------------------------------------------------------------
 
 
+def our_cgroups(prefix: str) -> list[str]:
+    """Top-level cgroup dirs named after our container ids, in every mounted
+    cgroup hierarchy. Only real cgroup mounts: in the private layout the
+    unmounted /sys/fs/cgroup/unified is a tmpfs dir where crun leaves plain
+    files named cgroup.procs holding stale pids, which must never be killed."""
+    out = []
+    ctrls = [m for m, t in mountinfo()
+             if t in ("cgroup", "cgroup2") and os.path.dirname(m) == CGROUP_ROOT]
+    for ctrl in ctrls:
+        try:
+            out.extend(os.path.join(ctrl, n) for n in os.listdir(ctrl)
+                       if n.startswith(prefix) and os.path.isdir(os.path.join(ctrl, n)))
+        except OSError:
+            pass
+    return out
+
+
+def kill_cgroup_members(prefix: str) -> None:
+    """Last resort: SIGKILL whatever still lives in cgroups named after our ids
+    (e.g. a container whose runtime could not delete it), thawing it first."""
+    pids = set()
+    for path in our_cgroups(prefix):
+        for root, _, files in os.walk(path):
+            if "freezer.state" in files:
+                try:
+                    with open(os.path.join(root, "freezer.state"), "w") as f:
+                        f.write("THAWED")
+                except OSError:
+                    pass
+            if "cgroup.procs" in files:
+                try:
+                    with open(os.path.join(root, "cgroup.procs")) as f:
+                        pids.update(int(x) for x in f.read().split())
+                except (OSError, ValueError):
+                    pass
+    pids.discard(os.getpid())
+    if not pids:
+        return
+    desc = []
+    for pid in sorted(pids)[:5]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")[:80]
+            if not cmd:
+                with open(f"/proc/{pid}/comm") as f:
+                    cmd = f"[{f.read().strip()}]"
+            desc.append(f"{pid}:{cmd}")
+        except OSError:
+            pass
+    log(f"cleanup: killing {len(pids)} leftover process(es) in our containers' cgroups: "
+        + "; ".join(desc))
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+        time.sleep(0.05)
+
+
 def cleanup_runtimes(runtimes: list[Runtime], prefix: str, private: bool) -> None:
     global CURRENT
     p = CURRENT
@@ -615,7 +726,7 @@ def cleanup_runtimes(runtimes: list[Runtime], prefix: str, private: bool) -> Non
         try:
             p.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            p.kill()
+            kill_tree(p.pid)
             p.wait()
         CURRENT = None
     for rt in runtimes:
@@ -627,9 +738,26 @@ def cleanup_runtimes(runtimes: list[Runtime], prefix: str, private: bool) -> Non
             ids.update(x for x in r.stdout.split() if x)
         if ids:
             log(f"cleanup: {rt.name}: delete --force {len(ids)} container(s)")
+        # A broken runtime may hang: bound the total time spent on it.
+        deadline = time.monotonic() + 120
         for cid in sorted(ids):
-            quiet(rt.argv("delete", "--force", cid))
+            if time.monotonic() > deadline:
+                log(f"cleanup: {rt.name}: giving up on delete --force (too slow)")
+                break
+            quiet(rt.argv("delete", "--force", cid), timeout=10)
+            # Still known to the runtime: kill its process by the pid in `state`.
+            r = quiet(rt.argv("state", cid), timeout=5, capture=True)
+            if r is not None and r.returncode == 0:
+                try:
+                    pid = int(json.loads(r.stdout).get("pid") or 0)
+                except (ValueError, TypeError, AttributeError):
+                    pid = 0
+                if pid > 1:
+                    log(f"cleanup: {rt.name}: {cid} survived delete --force; killing pid {pid}")
+                    kill_tree(pid)
         rt.ids.clear()
+    time.sleep(0.2)  # let killed processes leave their cgroups
+    kill_cgroup_members(prefix)
     # Empty cgroup directories named after our containers (a runtime killed
     # mid-create may leave them) and the plain-tmpfs debris crun 1.8.1 writes
     # to the (unmounted) /sys/fs/cgroup/unified directory in the private layout.
@@ -722,6 +850,8 @@ def text_report(res: dict, iterations: int, list_count: int) -> str:
                  f"loadavg {ph['loadavg_start'][0]} -> {ph['loadavg_end'][0]}")
         for name, rt in ph["runtimes"].items():
             L.append(f"  {name:6} {rt['status']:10}  {rt['version']}  [{rt['path']}]")
+            if rt.get("aborted"):
+                L.append(f"         ! {rt['aborted']}")
         if ph["baseline_spawn"]:
             b = ph["baseline_spawn"]
             L.append(f"  harness spawn+wait4 baseline ({b['cmd']}): median {b['median_ms']:.3f} ms "
@@ -842,8 +972,11 @@ def parse_args(argv=None):
     p.add_argument("--hybrid-runtimes", default="rcrun,runc",
                    help="runtimes measured in the hybrid layout (default rcrun,runc; "
                         "crun 1.8.1 refuses that layout)")
-    p.add_argument("--timeout", type=float, default=30.0,
-                   help="per-command timeout in seconds; a timeout counts as a failure (30)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="per-command timeout in seconds; a timeout counts as a failure (10)")
+    p.add_argument("--max-timeouts", type=int, default=3,
+                   help="stop measuring a runtime after this many command timeouts; its "
+                        "partial figures are still reported (3)")
     p.add_argument("--markdown", action="store_true", help="also print markdown tables")
     p.add_argument("--json", default=None,
                    help="JSON output path (default bench/results/lifecycle-<timestamp>.json)")

@@ -28,7 +28,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-BUILDER_VERSION = "6"  # bump to force a base initramfs rebuild
+BUILDER_VERSION = "7"  # bump to force a base initramfs rebuild
 
 PROFILES = ("cgroup2", "cgroup1", "numa", "net", "criu", "base")
 DEFAULT_PROFILE = "cgroup2"
@@ -45,6 +45,8 @@ HOST_PACKAGES = {
     "ip": "iproute2",
     "criu": "criu",
     "runc": "runc",
+    "objcopy": "binutils",
+    "xtables-nft-multi": "iptables",  # CRIU's network locking runs iptables-restore
 }
 BUSYBOX_PKG = "busybox-static"
 
@@ -57,7 +59,7 @@ MODULES = [
     "inet_diag", "tcp_diag", "udp_diag", "raw_diag", "unix_diag", "netlink_diag",
     "af_packet_diag", "nf_tables", "nft_reject_inet", "nft_ct", "crc32c_generic",
     # generally useful for container tests / --share
-    "overlay", "9p", "9pnet_virtio", "loop", "br_netfilter", "nf_conntrack",
+    "overlay", "9p", "9pnet_virtio", "virtio_pci", "loop", "br_netfilter", "nf_conntrack",
 ]
 
 # host programs copied into the base image (with their shared libraries)
@@ -71,11 +73,29 @@ HOST_TOOLS = {
     "/usr/bin/kmod": ["/usr/bin/kmod", "/bin/kmod"],
     "/usr/sbin/criu": ["/usr/sbin/criu", "/sbin/criu"],
     "/usr/sbin/runc": ["/usr/sbin/runc", "/usr/bin/runc"],
+    "/usr/sbin/xtables-nft-multi": ["/usr/sbin/xtables-nft-multi"],
 }
+XTABLES_LINKS = ["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save",
+                 "ip6tables-restore"]
 KMOD_LINKS = {"/usr/sbin/modprobe", "/usr/sbin/insmod", "/usr/sbin/rmmod", "/usr/sbin/lsmod",
               "/usr/sbin/depmod", "/usr/sbin/modinfo"}
 
+# libraries in the base image in any case: what Rust test executables and
+# runtimes link against
+BASE_LIBS = ["libgcc_s.so.1", "libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2",
+             "librt.so.1", "libutil.so.1", "libz.so.1", "libseccomp.so.2", "libcap.so.2",
+             "libselinux.so.1", "libstdc++.so.6"]
+
 QUIET = False
+
+
+def ldconfig_lookup(soname):
+    r = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        p = line.strip().split(" => ")
+        if len(p) == 2 and p[0].split()[0] == soname and "x86-64" in p[0]:
+            return p[1]
+    return None
 
 
 def log(msg):
@@ -140,7 +160,7 @@ def busybox_static():
     return None
 
 
-def ensure_host_packages(optional=("runc",)):
+def ensure_host_packages(optional=("runc", "xtables-nft-multi")):
     missing = set()
     for cmd, pkg in HOST_PACKAGES.items():
         if not shutil.which(cmd) and not os.path.exists(f"/usr/sbin/{cmd}"):
@@ -343,7 +363,7 @@ def base_initramfs(cache, force=False):
     stage = tempfile.mkdtemp(prefix="stage-", dir=outdir)
     try:
         build_base_tree(stage, moddir, kver, bb, tools, init_bytes)
-        tmp = out + ".tmp"
+        tmp = f"{out}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
             cpio_dir(stage, f)
         os.replace(tmp, out)
@@ -358,7 +378,7 @@ def base_initramfs(cache, force=False):
 
 
 def cpio_dir(root, fobj):
-    names = ["."]
+    names = []
     for dp, dns, fns in os.walk(root):
         rel = os.path.relpath(dp, root)
         for n in sorted(dns + fns):
@@ -395,9 +415,20 @@ def build_base_tree(stage, moddir, kver, bb, tools, init_bytes):
         copy_in(stage, hpath, gpath)
         for lib in ldd_libs(hpath):
             copy_in(stage, lib)
+    for lib in BASE_LIBS:  # so that binaries on a --share run without a payload
+        path = ldconfig_lookup(lib)
+        if path:
+            copy_in(stage, path)
     if "/usr/bin/kmod" in tools:
         for l in KMOD_LINKS:
             os.symlink("../bin/kmod", os.path.join(stage, l.lstrip("/")))
+    if "/usr/sbin/xtables-nft-multi" in tools:
+        for l in XTABLES_LINKS:
+            os.symlink("xtables-nft-multi", os.path.join(stage, "usr/sbin", l))
+        ext = os.path.join(os.path.dirname(os.path.realpath(ldd_libs(
+            tools["/usr/sbin/xtables-nft-multi"])[0])), "xtables")
+        if os.path.isdir(ext):
+            shutil.copytree(ext, os.path.join(stage, canonical(ext).lstrip("/")), dirs_exist_ok=True)
     if "/usr/bin/dash" in tools:
         os.symlink("dash", os.path.join(stage, "usr/bin/sh"))
     if "/usr/sbin/ip" in tools:
@@ -446,11 +477,13 @@ def build_base_tree(stage, moddir, kver, bb, tools, init_bytes):
 
 
 # ------------------------------------------------------------ payload
-def collect_payload(paths):
+def collect_payload(paths, shared=()):
     """Host files/dirs to put into the guest at the same absolute path,
-    plus the shared libraries of every ELF among them."""
+    plus the shared libraries of every ELF among them.  Files under a
+    9p-shared directory are not copied (only their libraries are)."""
     files = []
     seen = set()
+    shared = [os.path.join(os.path.realpath(s), "") for s in shared]
 
     def add(p):
         c = canonical(p)
@@ -475,36 +508,56 @@ def collect_payload(paths):
         if is_elf(host):
             for lib in ldd_libs(host):
                 add(lib)
-    return files
+    return [(g, h) for g, h in files
+            if not any(os.path.realpath(h).startswith(s) for s in shared)]
 
 
-def write_payload(fobj, files, generated):
-    """Appends a newc archive: generated {guest_path: bytes} and host files
-    (archived from / with -L, so they land at their host paths)."""
-    with tempfile.TemporaryDirectory(prefix="rcrun-guest-") as td:
-        for gpath, data in generated.items():
-            dst = os.path.join(td, gpath.lstrip("/"))
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            with open(dst, "wb") as f:
-                f.write(data)
-            os.chmod(dst, 0o755)
-        fobj.flush()
-        cpio_dir(td, fobj)
-    if not files:
-        return
-    names, dirs = [], set()
+def stripped_copy(cache, host):
+    """Debug-info-stripped copy of an ELF file, cached by path/size/mtime.
+    Panic messages keep their file:line (compiled in); backtraces keep
+    function names (symbol table), only their file:line go."""
+    st = os.stat(host)
+    if st.st_size < 4 << 20 or not is_elf(host) or not shutil.which("objcopy"):
+        return host
+    key = hashlib.sha256(f"{os.path.realpath(host)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    d = os.path.join(cache, "stripped")
+    os.makedirs(d, exist_ok=True)
+    out = os.path.join(d, key.hexdigest()[:20] + "-" + os.path.basename(host))
+    if not os.path.exists(out):
+        tmp = f"{out}.{os.getpid()}.tmp"
+        r = subprocess.run(["objcopy", "--strip-debug", host, tmp], capture_output=True)
+        if r.returncode != 0:
+            return host
+        os.replace(tmp, out)
+        for old in os.listdir(d):  # drop stale copies of the same file
+            if old.endswith("-" + os.path.basename(host)) and old != os.path.basename(out):
+                os.unlink(os.path.join(d, old))
+    return out
+
+
+def write_payload(fobj, files, generated, workdir, strip=True, cache=None):
+    """Appends a newc archive with the generated {guest_path: bytes} and the
+    host files at their (canonical) host paths.  The staging tree is made of
+    hard links where possible, so big test executables are not copied twice."""
+    stage = os.path.join(workdir, "payload")
+    for gpath, data in generated.items():
+        dst = os.path.join(stage, gpath.lstrip("/"))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        with open(dst, "wb") as f:
+            f.write(data)
+        os.chmod(dst, 0o755)
     for guest, host in files:
-        d = os.path.dirname(guest)
-        while d not in ("/", "") and d not in dirs:
-            dirs.add(d)
-            d = os.path.dirname(d)
-    # a file whose host path differs from its canonical path (usr-merge) is
-    # archived via a symlink farm-free trick: archive the canonical path, which
-    # exists on the host too since directory symlinks were only resolved
-    names = sorted(x.lstrip("/") for x in dirs) + [g.lstrip("/") for g, h in files]
+        src = stripped_copy(cache, host) if strip else host
+        dst = os.path.join(stage, guest.lstrip("/"))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if os.path.lexists(dst):
+            continue
+        try:
+            os.link(os.path.realpath(src), dst)
+        except OSError:
+            shutil.copy2(src, dst)
     fobj.flush()
-    run(["cpio", "-o", "-H", "newc", "--quiet", "-L", "-R", "0:0"], cwd="/",
-        input="\n".join(names).encode() + b"\n", stdout=fobj)
+    cpio_dir(stage, fobj)
 
 
 # ------------------------------------------------------------ qemu
@@ -589,7 +642,7 @@ def libtest_report(lines):
 # ------------------------------------------------------------ guest/run
 def boot_and_run(argv_cmd, profiles, timeout=DEFAULT_TIMEOUT, memory=DEFAULT_MEMORY, adds=(),
                  env=None, shares=(), cwd=None, verbose=False, shell=None, modules=(),
-                 install=True):
+                 install=True, strip=True):
     t_start = time.time()
     cache = cache_dir()
     if install:
@@ -622,8 +675,8 @@ def boot_and_run(argv_cmd, profiles, timeout=DEFAULT_TIMEOUT, memory=DEFAULT_MEM
         env["RCRUN_BIN"] = os.path.abspath(env["RCRUN_BIN"])
         adds.append(env["RCRUN_BIN"])
 
-    files = collect_payload(adds)
     shares = [os.path.abspath(s) for s in shares]
+    files = collect_payload(adds, shares)
     config = (f"PROFILES={shlex.quote(','.join(profiles))}\nNONCE={nonce}\n"
               f"SHARES={shlex.quote(' '.join(shares))}\n"
               f"EXTRA_MODULES={shlex.quote(' '.join(modules))}\n"
@@ -641,7 +694,7 @@ def boot_and_run(argv_cmd, profiles, timeout=DEFAULT_TIMEOUT, memory=DEFAULT_MEM
     try:
         shutil.copyfile(base, initrd)
         with open(initrd, "ab") as f:
-            write_payload(f, files, generated)
+            write_payload(f, files, generated, rundir, strip, cache)
         t_initrd = time.time()
         size = os.path.getsize(initrd) / 1e6
         log(f"kernel {kver}, profile {','.join(profiles)}, initrd {size:.0f} MB "
@@ -801,6 +854,8 @@ def common_args(ap):
     ap.add_argument("--quiet", "-q", action="store_true", help="only the command's output")
     ap.add_argument("--no-install", action="store_true",
                     help="do not apt-get install missing host packages")
+    ap.add_argument("--no-strip", action="store_true",
+                    help="copy ELF files as they are (default: objcopy --strip-debug, cached)")
 
 
 def parse_env(items):
@@ -825,7 +880,7 @@ def main_run(argv):
     QUIET = a.quiet
     return boot_and_run(cmd, parse_profiles(a.profile), a.timeout, a.memory, a.add,
                         parse_env(a.env), a.share, a.cwd, a.verbose, a.shell,
-                        [m for m in a.modules.split(",") if m], not a.no_install)
+                        [m for m in a.modules.split(",") if m], not a.no_install, not a.no_strip)
 
 
 def cargo_executables(args, cwd):
@@ -897,7 +952,7 @@ def main_suite(argv):
         adds += [os.path.join(pkgdir, f) for f in os.listdir(pkgdir) if f != "target"]
     return boot_and_run([], parse_profiles(a.profile), a.timeout, a.memory, adds,
                         env, a.share, a.cwd or pkgdir, a.verbose, "\n".join(lines),
-                        [m for m in a.modules.split(",") if m], not a.no_install)
+                        [m for m in a.modules.split(",") if m], not a.no_install, not a.no_strip)
 
 
 def package_dir(ws, package):

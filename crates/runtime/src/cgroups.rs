@@ -17,8 +17,16 @@
 //! On cgroup v1 the resource writes are done here rather than through libcgroups' v1 manager:
 //! constructing that manager costs ~1 ms (it re-parses mountinfo and /proc/self/cgroup once
 //! per controller, 24 procfs reads), cannot place a process in the unified hierarchy, fails when a
-//! controller is only available on the unified hierarchy, and always adds youki's own default
-//! device rules (including tun/tap) after the user's rules.
+//! controller is only available on the unified hierarchy, resolves relative paths against the
+//! hierarchy root instead of the runtime's cgroup, and always adds youki's own default device
+//! rules (including tun/tap) after the user's rules. On cgroup v2 libcgroups' v2 manager applies
+//! the limits; this module adds what it lacks in rcrun's build: the eBPF device filter (libcgroups
+//! needs its `cgroupsv2_devices` feature / libbpf for that), rdma, enabling controllers in the
+//! parents' `cgroup.subtree_control` when the directory already exists, clear errors for
+//! controllers that are not enabled, and cgroup.kill-based removal.
+//!
+//! Typical use: `create` → `apply` → `add_task` (or `clone_into_fd` on v2) → … →
+//! `open(state_path)` → `freeze`/`thaw`/`pids` → `remove`.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -468,6 +476,16 @@ impl Cgroup {
     /// hierarchy's path on v2/hybrid; the first v1 hierarchy's otherwise).
     pub fn path(&self) -> &Path {
         &self.state.path
+    }
+
+    /// Every hierarchy the cgroup lives in: (controllers — comma separated, e.g. `"cpu,cpuacct"`
+    /// or `"name=systemd"`, empty for cgroup2 —, mount point, the cgroup's absolute directory).
+    /// Useful to bind-mount the container's own cgroups into its rootfs.
+    pub fn hierarchies(&self) -> impl Iterator<Item = (&str, &Path, &Path)> + '_ {
+        self.state
+            .hierarchies
+            .iter()
+            .map(|h| (h.name.as_str(), h.mount.as_path(), h.dir.as_path()))
     }
 
     /// The layout this cgroup lives in.
@@ -1112,10 +1130,17 @@ fn enable_unified_controllers(h: &Hierarchy, available: &str) {
     let comps: Vec<Component> = rel.components().collect();
     for (i, c) in comps.iter().enumerate() {
         let file = cur.join("cgroup.subtree_control");
-        if write_raw(&file, &all).is_err() {
-            for c in &ctrls {
-                if let Err(e) = write_raw(&file, &format!("+{c}")) {
-                    tracing::debug!("cannot enable {c} in {}: {e}", file.display());
+        match write_raw(&file, &all) {
+            Ok(()) => {}
+            // Not ours to change (rootless / delegated subtree): go on with the next level.
+            Err(e) if is_perm_error(&e) => {
+                tracing::debug!("cannot enable controllers in {}: {e}", file.display());
+            }
+            Err(_) => {
+                for c in &ctrls {
+                    if let Err(e) = write_raw(&file, &format!("+{c}")) {
+                        tracing::debug!("cannot enable {c} in {}: {e}", file.display());
+                    }
                 }
             }
         }
@@ -1925,7 +1950,15 @@ impl Cgroup {
             // cgroup v2 has no per-cgroup swappiness; runc ignores it too (with a warning).
             tracing::warn!("linux.resources.memory.swappiness ({sw}) is ignored on cgroup v2");
         }
-        self.v2_apply(r, &dir)?;
+        if r.pids().as_ref().is_some_and(|p| p.limit() == 0) {
+            // runc (fs2 and v1 alike): a pids limit of 0 leaves pids.max untouched; libcgroups
+            // would write "1" (its systemd workaround), so drop it here.
+            let mut r2 = r.clone();
+            r2.set_pids(None);
+            self.v2_apply(&r2, &dir)?;
+        } else {
+            self.v2_apply(r, &dir)?;
+        }
         // Gaps in libcgroups' v2 manager:
         if let Some(rdma) = r.rdma() {
             if !rdma.is_empty() {
@@ -1979,7 +2012,7 @@ impl Cgroup {
                 need.push(("linux.resources.cpu.cpus/mems", "cpuset"));
             }
         }
-        if r.pids().is_some() {
+        if r.pids().as_ref().is_some_and(|p| p.limit() != 0) {
             need.push(("linux.resources.pids", "pids"));
         }
         if let Some(b) = r.block_io() {

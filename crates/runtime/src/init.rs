@@ -35,6 +35,9 @@ pub struct InitConfig<'a> {
     pub rootless: bool,
     /// Whether the parent will run prestart/createRuntime hooks (one extra round trip).
     pub runtime_hooks: bool,
+    /// Descriptors of the runtime the child must close at once (the state-dir lock: a flock
+    /// lives as long as any copy of its descriptor).
+    pub close_now: Vec<RawFd>,
     /// The state for createContainer/startContainer hooks (pid filled in by the child).
     pub hook_state: serde_json::Value,
 }
@@ -61,6 +64,9 @@ fn s<E: std::fmt::Display>(e: E) -> String {
 enum Never {}
 
 fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
+    for fd in &cfg.close_now {
+        let _ = nix::unistd::close(*fd);
+    }
     // Signals blocked by a foreground `run` and ignored dispositions must not reach the program.
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     reset_signal_dispositions();

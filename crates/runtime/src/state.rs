@@ -156,6 +156,11 @@ impl StateDir {
         Ok(StateDir { dir, id: id.to_string(), _lock: lock })
     }
 
+    /// The lock's descriptor: a forked child must close it, or it would keep the lock.
+    pub fn lock_fd(&self) -> std::os::fd::RawFd {
+        self._lock.as_raw_fd()
+    }
+
     pub fn fifo_path(&self) -> PathBuf {
         self.dir.join(EXEC_FIFO)
     }

@@ -192,6 +192,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         cgroup_path: undo.cgroup.as_ref().map(|c| c.path().to_path_buf()),
         rootless: opts.rootless,
         runtime_hooks,
+        close_now: undo.dir.as_ref().map(|d| d.lock_fd()).into_iter().collect(),
         hook_state,
     };
 

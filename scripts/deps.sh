@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install what rcrun's demo and tests need from Debian's packages and the Rust toolchain's
+# registry. Idempotent: a fresh machine gets everything, a prepared one is left alone.
+set -euo pipefail
+
+need=()
+# The test rootfs needs a static busybox (Debian's busybox package is dynamic).
+if ! { [ -x /bin/busybox ] && ldd /bin/busybox 2>&1 | grep -q "not a dynamic"; }; then
+  need+=(busybox-static)
+fi
+command -v runc >/dev/null 2>&1 || need+=(runc)
+command -v crun >/dev/null 2>&1 || need+=(crun)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+for extra in "$@"; do
+  command -v "$extra" >/dev/null 2>&1 || need+=("$extra")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || {
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${need[@]}" >/dev/null
+  }
+fi
