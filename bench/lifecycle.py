@@ -593,8 +593,10 @@ class Bench:
             if "list" in ops:
                 self.phase_list()
         base = self.baseline()
-        out = {"layout": self.phase, "rss_method": (f"GNU time -f %M ({GNU_TIME}), separate "
-                                                   "untimed invocations" if self.rss else "off"), "cgroups": describe_cgroups(), "baseline_spawn": base,
+        rss_method = (f"GNU time -f %M ({GNU_TIME}), separate untimed invocations"
+                      if self.rss else "off")
+        out = {"layout": self.phase, "rss_method": rss_method, "cgroups": describe_cgroups(),
+               "baseline_spawn": base,
                "duration_s": round(time.monotonic() - t_start, 1), "notes": self.notes,
                "loadavg_start": [round(x, 2) for x in load_start],
                "loadavg_end": [round(x, 2) for x in os.getloadavg()],

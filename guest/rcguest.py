@@ -182,10 +182,42 @@ def ensure_host_packages(optional=("runc", "xtables-nft-multi")):
 
 
 # ------------------------------------------------------------- kernel
-def resolve_kernel_package():
+def apt_lists_sig():
+    sig = []
+    for p in ("/var/lib/apt/lists", "/var/cache/apt/pkgcache.bin", "/var/lib/dpkg/status"):
+        try:
+            sig.append(f"{p}:{os.stat(p).st_mtime_ns}")
+        except OSError:
+            sig.append(f"{p}:-")
+    return " ".join(sig)
+
+
+def resolve_kernel_package(cache=None):
+    """linux-image-amd64's dependency; the answer is cached until apt's lists change
+    (apt-cache takes most of a second)."""
     pkg = os.environ.get("RCRUN_GUEST_KERNEL_PKG")
     if pkg:
         return pkg
+    memo = os.path.join(cache, "kernel", "resolved.json") if cache else None
+    sig = apt_lists_sig()
+    if memo and os.path.exists(memo):
+        try:
+            with open(memo) as f:
+                m = json.load(f)
+            if m.get("sig") == sig:
+                return m["pkg"]
+        except (OSError, ValueError, KeyError):
+            pass
+    pkg = _resolve_kernel_package()
+    if pkg and memo:
+        tmp = f"{memo}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"sig": apt_lists_sig(), "pkg": pkg}, f)
+        os.replace(tmp, memo)
+    return pkg
+
+
+def _resolve_kernel_package():
     for attempt in range(2):
         r = subprocess.run(["apt-cache", "depends", "linux-image-amd64"],
                            capture_output=True, text=True)
@@ -205,7 +237,7 @@ def kernel(cache):
     the linux-image-amd64 dependency the first time."""
     kroot = os.path.join(cache, "kernel")
     os.makedirs(kroot, exist_ok=True)
-    pkg = resolve_kernel_package()
+    pkg = resolve_kernel_package(cache)
     if pkg is None:
         done = sorted(d for d in os.listdir(kroot)
                       if os.path.exists(os.path.join(kroot, d, ".done")))
@@ -236,7 +268,68 @@ def kernel(cache):
         run(["depmod", "-b", dest, kver])
         open(os.path.join(dest, ".done"), "w").close()
     kver = kernel_release(dest)
-    return os.path.join(dest, "boot", f"vmlinuz-{kver}"), dest, kver
+    vmlinuz = os.path.join(dest, "boot", f"vmlinuz-{kver}")
+    if os.environ.get("RCRUN_GUEST_BZIMAGE"):
+        return vmlinuz, dest, kver
+    return pvh_vmlinux(vmlinuz) or vmlinuz, dest, kver
+
+
+def has_pvh_note(elf):
+    """ELF64 with a Xen PHYS32_ENTRY note, what qemu needs for a PVH boot."""
+    import struct
+    if elf[:5] != b"\x7fELF\x02":
+        return False
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    for i in range(phnum):
+        ptype, = struct.unpack_from("<I", elf, phoff + i * phentsize)
+        if ptype != 4:  # PT_NOTE
+            continue
+        off, = struct.unpack_from("<Q", elf, phoff + i * phentsize + 8)
+        size, = struct.unpack_from("<Q", elf, phoff + i * phentsize + 32)
+        pos = off
+        while pos + 12 <= off + size:
+            namesz, descsz, ntype = struct.unpack_from("<III", elf, pos)
+            name = elf[pos + 12:pos + 12 + namesz].rstrip(b"\0")
+            if name == b"Xen" and ntype == 18:  # XEN_ELFNOTE_PHYS32_ENTRY
+                return True
+            pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return False
+
+
+def pvh_vmlinux(vmlinuz):
+    """The uncompressed ELF vmlinux inside the bzImage (Debian's is xz-compressed).
+    qemu boots it directly through its PVH entry point, which skips the BIOS and
+    the in-guest decompression: about 2 s less per boot under TCG."""
+    out = vmlinuz.replace("vmlinuz-", "vmlinux-")
+    if os.path.exists(out):
+        return out
+    import lzma
+    import zlib
+    with open(vmlinuz, "rb") as f:
+        data = f.read()
+    elf = None
+    i = data.find(b"\xfd7zXZ\x00")
+    if i >= 0:
+        try:
+            elf = lzma.LZMADecompressor().decompress(data[i:])
+        except lzma.LZMAError:
+            elf = None
+    if elf is None:
+        i = data.find(b"\x1f\x8b\x08")
+        if i >= 0:
+            try:
+                elf = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[i:])
+            except zlib.error:
+                elf = None
+    if not elf or not has_pvh_note(elf):
+        log("no PVH-bootable vmlinux inside the bzImage; booting the bzImage")
+        return None
+    tmp = f"{out}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(elf)
+    os.replace(tmp, out)
+    return out
 
 
 def kernel_release(dest):

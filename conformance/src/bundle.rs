@@ -67,8 +67,14 @@ pub fn default_spec() -> Value {
 pub const DEFAULT_CAPS: [&str; 3] = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
 
 /// Hook kinds, in the order the OCI spec runs them.
-pub const HOOK_KINDS: [&str; 6] =
-    ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"];
+pub const HOOK_KINDS: [&str; 6] = [
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+];
 
 /// A bundle directory.  `id` is a fresh container id meant for this bundle
 /// and `cgroups_path` is set to `/rcrun-conformance/<id>` so cgroups can be
@@ -140,8 +146,14 @@ impl Bundle {
     }
     pub fn env(&mut self, kv: &str) -> &mut Self {
         let key = kv.split('=').next().unwrap_or(kv).to_string();
-        let envs = self.cfg["process"]["env"].as_array_mut().expect("process.env array");
-        envs.retain(|e| e.as_str().map(|s| s.split('=').next() != Some(key.as_str())).unwrap_or(true));
+        let envs = self.cfg["process"]["env"]
+            .as_array_mut()
+            .expect("process.env array");
+        envs.retain(|e| {
+            e.as_str()
+                .map(|s| s.split('=').next() != Some(key.as_str()))
+                .unwrap_or(true)
+        });
         envs.push(json!(kv));
         self
     }
@@ -160,7 +172,8 @@ impl Bundle {
     }
     /// Same capability list for bounding/effective/permitted/ambient (+inheritable if `inh`).
     pub fn caps(&mut self, caps: &[&str], inheritable: bool) -> &mut Self {
-        let mut c = json!({"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps});
+        let mut c =
+            json!({"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps});
         if inheritable {
             c["inheritable"] = json!(caps);
         }
@@ -174,7 +187,9 @@ impl Bundle {
         if !self.cfg["process"]["rlimits"].is_array() {
             self.cfg["process"]["rlimits"] = json!([]);
         }
-        let rl = self.cfg["process"]["rlimits"].as_array_mut().expect("rlimits array");
+        let rl = self.cfg["process"]["rlimits"]
+            .as_array_mut()
+            .expect("rlimits array");
         rl.retain(|r| r["type"] != json!(kind));
         rl.push(json!({"type": kind, "soft": soft, "hard": hard}));
         self
@@ -189,7 +204,10 @@ impl Bundle {
         self.set("/process/terminal", json!(on))
     }
     pub fn console_size(&mut self, height: u32, width: u32) -> &mut Self {
-        self.set("/process/consoleSize", json!({"height": height, "width": width}))
+        self.set(
+            "/process/consoleSize",
+            json!({"height": height, "width": width}),
+        )
     }
 
     // ---- root / mounts ----
@@ -219,7 +237,9 @@ impl Bundle {
     // ---- linux ----
     /// Add a namespace (replacing one of the same type), optionally joining `path`.
     pub fn namespace(&mut self, kind: &str, path: Option<&str>) -> &mut Self {
-        let ns = self.cfg["linux"]["namespaces"].as_array_mut().expect("namespaces array");
+        let ns = self.cfg["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces array");
         ns.retain(|n| n["type"] != json!(kind));
         let mut n = json!({"type": kind});
         if let Some(p) = path {
@@ -248,7 +268,10 @@ impl Bundle {
         if !self.cfg["linux"]["devices"].is_array() {
             self.cfg["linux"]["devices"] = json!([]);
         }
-        self.cfg["linux"]["devices"].as_array_mut().expect("devices").push(d);
+        self.cfg["linux"]["devices"]
+            .as_array_mut()
+            .expect("devices")
+            .push(d);
         self
     }
     /// Allow a device in the cgroup device controller (`c`/`b`, major, minor, access).
@@ -263,8 +286,14 @@ impl Bundle {
         self.set(&format!("/linux/sysctl/{key}"), json!(val))
     }
     pub fn id_mappings(&mut self, host_uid: u32, host_gid: u32, size: u32) -> &mut Self {
-        self.set("/linux/uidMappings", json!([{"containerID": 0, "hostID": host_uid, "size": size}]));
-        self.set("/linux/gidMappings", json!([{"containerID": 0, "hostID": host_gid, "size": size}]))
+        self.set(
+            "/linux/uidMappings",
+            json!([{"containerID": 0, "hostID": host_uid, "size": size}]),
+        );
+        self.set(
+            "/linux/gidMappings",
+            json!([{"containerID": 0, "hostID": host_gid, "size": size}]),
+        )
     }
     pub fn masked_paths(&mut self, p: &[&str]) -> &mut Self {
         self.set("/linux/maskedPaths", json!(p))
@@ -282,15 +311,24 @@ impl Bundle {
         if !self.cfg["hooks"][kind].is_array() {
             self.cfg["hooks"][kind] = json!([]);
         }
-        self.cfg["hooks"][kind].as_array_mut().expect("hook array").push(hook);
+        self.cfg["hooks"][kind]
+            .as_array_mut()
+            .expect("hook array")
+            .push(hook);
         self
     }
     /// A `/bin/sh -c SCRIPT` hook.
     pub fn sh_hook(&mut self, kind: &str, script: &str) -> &mut Self {
-        self.hook(kind, json!({"path": "/bin/sh", "args": ["sh", "-c", script]}))
+        self.hook(
+            kind,
+            json!({"path": "/bin/sh", "args": ["sh", "-c", script]}),
+        )
     }
     pub fn annotation(&mut self, k: &str, v: &str) -> &mut Self {
-        self.set(&format!("/annotations/{}", k.replace('~', "~0").replace('/', "~1")), json!(v))
+        self.set(
+            &format!("/annotations/{}", k.replace('~', "~0").replace('/', "~1")),
+            json!(v),
+        )
     }
 }
 
@@ -323,8 +361,19 @@ fn set_pointer(root: &mut Value, pointer: &str, v: Value) {
 /// Busybox rootfs: /bin/busybox + one symlink per applet, /etc/passwd,
 /// /etc/group (root and user 1000), and empty mount points.
 pub fn populate_rootfs(rootfs: &Path) {
-    let mk = |p: &Path| std::fs::create_dir_all(p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
-    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "home/user"] {
+    let mk = |p: &Path| {
+        std::fs::create_dir_all(p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()))
+    };
+    for d in [
+        "bin",
+        "etc",
+        "tmp",
+        "proc",
+        "sys",
+        "dev",
+        "root",
+        "home/user",
+    ] {
         mk(&rootfs.join(d));
     }
     let bb = rootfs.join("bin/busybox");
@@ -337,8 +386,11 @@ pub fn populate_rootfs(rootfs: &Path) {
         "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
     )
     .unwrap_or_else(|e| panic!("write passwd: {e}"));
-    std::fs::write(rootfs.join("etc/group"), "root:x:0:\ntty:x:5:\nuser:x:1000:\nextra:x:2000:\n")
-        .unwrap_or_else(|e| panic!("write group: {e}"));
+    std::fs::write(
+        rootfs.join("etc/group"),
+        "root:x:0:\ntty:x:5:\nuser:x:1000:\nextra:x:2000:\n",
+    )
+    .unwrap_or_else(|e| panic!("write group: {e}"));
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(rootfs.join("tmp"), std::fs::Permissions::from_mode(0o1777));
 }

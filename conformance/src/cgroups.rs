@@ -19,13 +19,18 @@ pub fn hierarchies() -> Vec<Hierarchy> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut out: Vec<Hierarchy> = Vec::new();
     for line in info.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let mount = left.split(' ').nth(4).unwrap_or("");
         let mut r = right.split(' ');
         let fstype = r.next().unwrap_or("");
         let _src = r.next();
         let superopts = r.next().unwrap_or("");
-        if out.iter().any(|h| h.mount.as_path() == std::path::Path::new(mount)) {
+        if out
+            .iter()
+            .any(|h| h.mount.as_path() == std::path::Path::new(mount))
+        {
             continue;
         }
         match fstype {
@@ -35,8 +40,10 @@ pub fn hierarchies() -> Vec<Hierarchy> {
                 controllers: superopts
                     .split(',')
                     .filter(|o| {
-                        !matches!(*o, "rw" | "ro" | "nosuid" | "nodev" | "noexec" | "relatime" | "xattr")
-                            && !o.starts_with("release_agent")
+                        !matches!(
+                            *o,
+                            "rw" | "ro" | "nosuid" | "nodev" | "noexec" | "relatime" | "xattr"
+                        ) && !o.starts_with("release_agent")
                     })
                     .map(String::from)
                     .collect(),
@@ -44,11 +51,13 @@ pub fn hierarchies() -> Vec<Hierarchy> {
             "cgroup2" => out.push(Hierarchy {
                 mount: mount.into(),
                 v2: true,
-                controllers: std::fs::read_to_string(PathBuf::from(mount).join("cgroup.controllers"))
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect(),
+                controllers: std::fs::read_to_string(
+                    PathBuf::from(mount).join("cgroup.controllers"),
+                )
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
             }),
             _ => {}
         }
@@ -60,7 +69,9 @@ pub fn hierarchies() -> Vec<Hierarchy> {
 
 /// True when /sys/fs/cgroup itself is a cgroup2 mount (no v1 controllers).
 pub fn is_pure_v2() -> bool {
-    hierarchies().iter().any(|h| h.v2 && h.mount.as_path() == std::path::Path::new("/sys/fs/cgroup"))
+    hierarchies()
+        .iter()
+        .any(|h| h.v2 && h.mount.as_path() == std::path::Path::new("/sys/fs/cgroup"))
 }
 
 /// Every directory a container with this cgroupsPath may occupy (one per hierarchy).
@@ -73,10 +84,16 @@ pub fn all_dirs(cgroups_path: &str) -> Vec<PathBuf> {
 pub fn controller_dir(controller: &str, cgroups_path: &str) -> PathBuf {
     let rel = cgroups_path.trim_start_matches('/');
     let hs = hierarchies();
-    if let Some(h) = hs.iter().find(|h| !h.v2 && h.controllers.iter().any(|c| c == controller)) {
+    if let Some(h) = hs
+        .iter()
+        .find(|h| !h.v2 && h.controllers.iter().any(|c| c == controller))
+    {
         return h.mount.join(rel);
     }
-    if let Some(h) = hs.iter().find(|h| h.v2 && h.controllers.iter().any(|c| c == controller)) {
+    if let Some(h) = hs
+        .iter()
+        .find(|h| h.v2 && h.controllers.iter().any(|c| c == controller))
+    {
         return h.mount.join(rel);
     }
     panic!("no cgroup hierarchy has the {controller} controller: {hs:?}")
@@ -90,7 +107,9 @@ fn read_trim(p: PathBuf) -> String {
 }
 
 fn is_v2_for(controller: &str) -> bool {
-    !hierarchies().iter().any(|h| !h.v2 && h.controllers.iter().any(|c| c == controller))
+    !hierarchies()
+        .iter()
+        .any(|h| !h.v2 && h.controllers.iter().any(|c| c == controller))
 }
 
 /// Memory limit in bytes (`None` = unlimited).
@@ -118,11 +137,20 @@ pub fn cpu_quota_period(cgroups_path: &str) -> (i64, u64) {
         let mut it = s.split_whitespace();
         let q = it.next().unwrap_or("max");
         let p = it.next().unwrap_or("100000").parse().unwrap_or(0);
-        (if q == "max" { -1 } else { q.parse().unwrap_or(0) }, p)
+        (
+            if q == "max" {
+                -1
+            } else {
+                q.parse().unwrap_or(0)
+            },
+            p,
+        )
     } else {
         (
             read_trim(dir.join("cpu.cfs_quota_us")).parse().unwrap_or(0),
-            read_trim(dir.join("cpu.cfs_period_us")).parse().unwrap_or(0),
+            read_trim(dir.join("cpu.cfs_period_us"))
+                .parse()
+                .unwrap_or(0),
         )
     }
 }
@@ -130,7 +158,11 @@ pub fn cpu_quota_period(cgroups_path: &str) -> (i64, u64) {
 /// v1: cpu.shares; v2: cpu.weight.  Compare with [`expected_cpu_value`].
 pub fn cpu_shares_or_weight(cgroups_path: &str) -> u64 {
     let dir = controller_dir("cpu", cgroups_path);
-    let f = if is_v2_for("cpu") { "cpu.weight" } else { "cpu.shares" };
+    let f = if is_v2_for("cpu") {
+        "cpu.weight"
+    } else {
+        "cpu.shares"
+    };
     read_trim(dir.join(f)).parse().unwrap_or(0)
 }
 
@@ -150,7 +182,11 @@ pub fn proc_cgroup_path(dump: &str, controller: &str) -> Option<String> {
     let mut v2 = None;
     for l in dump.lines() {
         let mut parts = l.splitn(3, ':');
-        let (_, ctrls, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (_, ctrls, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
         if ctrls.split(',').any(|c| c == controller) {
             return Some(path.to_string());
         }

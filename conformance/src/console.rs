@@ -14,7 +14,11 @@ pub struct ConsoleSocket {
 }
 
 fn poll_fd(fd: RawFd, events: i16, timeout: Duration) -> io::Result<bool> {
-    let mut p = libc::pollfd { fd, events, revents: 0 };
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: p is a valid pollfd for the duration of the call.
     let r = unsafe { libc::poll(&mut p, 1, ms) };
@@ -27,7 +31,10 @@ fn poll_fd(fd: RawFd, events: i16, timeout: Duration) -> io::Result<bool> {
 /// Receive one fd passed with SCM_RIGHTS on a connected unix stream.
 pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
     let mut buf = [0u8; 4096];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
     // room for up to 4 fds
     let mut cbuf = [0u64; 16];
     // SAFETY: zeroed msghdr is a valid initial value.
@@ -48,7 +55,8 @@ pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(c) as *const RawFd;
-                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<RawFd>();
                 for i in 0..count {
                     let fd = std::ptr::read_unaligned(data.add(i));
                     let owned = OwnedFd::from_raw_fd(fd);
@@ -60,7 +68,12 @@ pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    found.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no fd received over console socket"))
+    found.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no fd received over console socket",
+        )
+    })
 }
 
 impl ConsoleSocket {
@@ -68,14 +81,18 @@ impl ConsoleSocket {
     /// for the runtime to connect and send the master.
     pub fn new(dir: &Path) -> ConsoleSocket {
         let path = dir.join(format!("console-{}.sock", crate::util::unique_id("c")));
-        let listener = UnixListener::bind(&path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+        let listener =
+            UnixListener::bind(&path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
         let handle = std::thread::spawn(move || -> io::Result<OwnedFd> {
             let deadline = Instant::now() + Duration::from_secs(30);
             let fd = listener.as_raw_fd();
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "nobody connected to the console socket"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "nobody connected to the console socket",
+                    ));
                 }
                 if poll_fd(fd, libc::POLLIN, left.min(Duration::from_millis(200)))? {
                     break;
@@ -84,7 +101,10 @@ impl ConsoleSocket {
             let (stream, _) = listener.accept()?;
             recv_fd(stream.as_raw_fd())
         });
-        ConsoleSocket { path, handle: Some(handle) }
+        ConsoleSocket {
+            path,
+            handle: Some(handle),
+        }
     }
     pub fn path(&self) -> &Path {
         &self.path
@@ -92,7 +112,10 @@ impl ConsoleSocket {
     /// Wait for the master fd.
     pub fn master(mut self) -> Pty {
         let h = self.handle.take().expect("handle");
-        let fd = h.join().unwrap_or_else(|_| panic!("console thread panicked")).unwrap_or_else(|e| panic!("console socket: {e}"));
+        let fd = h
+            .join()
+            .unwrap_or_else(|_| panic!("console thread panicked"))
+            .unwrap_or_else(|e| panic!("console socket: {e}"));
         Pty { fd }
     }
 }
@@ -140,7 +163,13 @@ impl Pty {
         let mut off = 0;
         while off < data.len() {
             // SAFETY: writing from a live slice.
-            let n = unsafe { libc::write(self.fd.as_raw_fd(), data[off..].as_ptr().cast(), data.len() - off) };
+            let n = unsafe {
+                libc::write(
+                    self.fd.as_raw_fd(),
+                    data[off..].as_ptr().cast(),
+                    data.len() - off,
+                )
+            };
             assert!(n > 0, "write to pty master: {}", io::Error::last_os_error());
             off += n as usize;
         }

@@ -16,7 +16,11 @@ pub fn workspace_root() -> PathBuf {
 pub fn subject_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("RCRUN_BIN").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        let p = if p.components().count() == 1 { which(&p.to_string_lossy()).unwrap_or(p) } else { p };
+        let p = if p.components().count() == 1 {
+            which(&p.to_string_lossy()).unwrap_or(p)
+        } else {
+            p
+        };
         assert!(p.exists(), "RCRUN_BIN={} does not exist", p.display());
         return p;
     }
@@ -47,7 +51,8 @@ pub fn reference_bin() -> PathBuf {
             return p;
         }
         apt_install("runc");
-        which("runc").unwrap_or_else(|| panic!("runc not found on PATH and apt-get install runc failed"))
+        which("runc")
+            .unwrap_or_else(|| panic!("runc not found on PATH and apt-get install runc failed"))
     })
     .clone()
 }
@@ -74,14 +79,18 @@ fn apt_install(pkg: &str) {
             .unwrap_or(false)
     };
     if !install() {
-        let _ = std::process::Command::new("apt-get").args(["update", "-q"]).status();
+        let _ = std::process::Command::new("apt-get")
+            .args(["update", "-q"])
+            .status();
         let _ = install();
     }
 }
 
 /// True if the ELF file at `p` has no program interpreter (i.e. is static).
 pub fn is_static_elf(p: &Path) -> bool {
-    let Ok(b) = std::fs::read(p) else { return false };
+    let Ok(b) = std::fs::read(p) else {
+        return false;
+    };
     if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 || b[5] != 1 {
         return false; // only 64-bit little-endian handled; treat others as unknown
     }
@@ -112,12 +121,19 @@ pub fn busybox() -> &'static Path {
     static BB: OnceLock<PathBuf> = OnceLock::new();
     BB.get_or_init(|| {
         let candidates = ["/bin/busybox", "/usr/bin/busybox"];
-        let find = || candidates.iter().map(PathBuf::from).find(|p| is_static_elf(p));
+        let find = || {
+            candidates
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| is_static_elf(p))
+        };
         if let Some(p) = find() {
             return p;
         }
         apt_install("busybox-static");
-        find().unwrap_or_else(|| panic!("no static busybox at /bin/busybox; apt-get install busybox-static failed"))
+        find().unwrap_or_else(|| {
+            panic!("no static busybox at /bin/busybox; apt-get install busybox-static failed")
+        })
     })
 }
 
@@ -156,5 +172,8 @@ pub fn ensure_tool(tool: &str, package: &str) -> PathBuf {
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "the conformance suite must run as root (it creates real containers)");
+    assert_eq!(
+        euid, 0,
+        "the conformance suite must run as root (it creates real containers)"
+    );
 }

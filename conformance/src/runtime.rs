@@ -58,16 +58,26 @@ impl Output {
     }
     /// The non-empty stderr lines.
     pub fn stderr_lines(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| !l.trim().is_empty()).collect()
+        self.stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
     }
     /// For failures: stderr is exactly one non-empty line that mentions every
     /// `needle` (case-insensitively).
     pub fn assert_one_line_error(&self, needles: &[&str]) -> &Self {
         let lines = self.stderr_lines();
-        assert_eq!(lines.len(), 1, "expected a one-line error on stderr:\n{self}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected a one-line error on stderr:\n{self}"
+        );
         let line = lines[0].to_lowercase();
         for n in needles {
-            assert!(line.contains(&n.to_lowercase()), "error line does not mention {n:?}:\n{self}");
+            assert!(
+                line.contains(&n.to_lowercase()),
+                "error line does not mention {n:?}:\n{self}"
+            );
         }
         self
     }
@@ -80,7 +90,11 @@ impl Output {
 impl fmt::Display for Output {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "  command: {}", self.cmdline)?;
-        writeln!(f, "  exit: code={:?} signal={:?} timed_out={}", self.code, self.signal, self.timed_out)?;
+        writeln!(
+            f,
+            "  exit: code={:?} signal={:?} timed_out={}",
+            self.code, self.signal, self.timed_out
+        )?;
         writeln!(f, "  stdout: {:?}", self.stdout)?;
         write!(f, "  stderr: {:?}", self.stderr)
     }
@@ -121,7 +135,13 @@ impl Runtime {
     }
     pub fn with_bin(bin: PathBuf, name: &str) -> Runtime {
         crate::env::require_root();
-        Runtime { bin, name: name.into(), root: TempDir::new("root"), io: TempDir::new("io"), n: AtomicUsize::new(0) }
+        Runtime {
+            bin,
+            name: name.into(),
+            root: TempDir::new("root"),
+            io: TempDir::new("io"),
+            n: AtomicUsize::new(0),
+        }
     }
     /// The `--root` directory.
     pub fn root(&self) -> &Path {
@@ -143,10 +163,15 @@ impl Runtime {
         let n = self.n.fetch_add(1, Ordering::SeqCst);
         let out_p = self.io.join(format!("{n}.out"));
         let err_p = self.io.join(format!("{n}.err"));
-        let out_f = std::fs::File::create(&out_p).unwrap_or_else(|e| panic!("create {}: {e}", out_p.display()));
-        let err_f = std::fs::File::create(&err_p).unwrap_or_else(|e| panic!("create {}: {e}", err_p.display()));
+        let out_f = std::fs::File::create(&out_p)
+            .unwrap_or_else(|e| panic!("create {}: {e}", out_p.display()));
+        let err_f = std::fs::File::create(&err_p)
+            .unwrap_or_else(|e| panic!("create {}: {e}", err_p.display()));
         let mut cmd = Command::new(&self.bin);
-        cmd.args(&opts.global).arg("--root").arg(self.root()).args(args);
+        cmd.args(&opts.global)
+            .arg("--root")
+            .arg(self.root())
+            .args(args);
         cmd.stdout(out_f).stderr(err_f);
         match &opts.stdin {
             Some(data) => {
@@ -169,13 +194,15 @@ impl Runtime {
             .fds
             .iter()
             .map(|(p, target)| {
-                let f = std::fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
+                let f =
+                    std::fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
                 (f, *target)
             })
             .collect();
         if !files.is_empty() {
             use std::os::fd::AsRawFd;
-            let pairs: Vec<(RawFd, RawFd)> = files.iter().map(|(f, t)| (f.as_raw_fd(), *t)).collect();
+            let pairs: Vec<(RawFd, RawFd)> =
+                files.iter().map(|(f, t)| (f.as_raw_fd(), *t)).collect();
             assert!(pairs.len() <= 16, "at most 16 extra fds");
             // SAFETY: only async-signal-safe libc calls between fork and exec.
             unsafe {
@@ -206,7 +233,9 @@ impl Runtime {
             self.root().display(),
             args.join(" ")
         );
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmdline}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmdline}: {e}"));
         drop(files);
         let deadline = Instant::now() + opts.timeout.unwrap_or(CMD_TIMEOUT);
         let mut timed_out = false;
@@ -223,7 +252,8 @@ impl Runtime {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+        let read =
+            |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
         Output {
             cmdline,
             code: status.and_then(|s| s.code()),
@@ -265,11 +295,15 @@ impl Runtime {
         if !o.success() {
             return None;
         }
-        serde_json::from_str::<Value>(&o.stdout).ok()?["status"].as_str().map(String::from)
+        serde_json::from_str::<Value>(&o.stdout).ok()?["status"]
+            .as_str()
+            .map(String::from)
     }
     /// Poll until `state` reports `status` (default 10s).
     pub fn wait_status(&self, id: &str, status: &str) -> bool {
-        wait_until(Duration::from_secs(10), || self.status(id).as_deref() == Some(status))
+        wait_until(Duration::from_secs(10), || {
+            self.status(id).as_deref() == Some(status)
+        })
     }
     pub fn kill(&self, id: &str, sig: &str) -> Output {
         self.exec(&["kill", id, sig])
@@ -302,14 +336,20 @@ impl Runtime {
     }
     /// `run_capture` of `sh -c SCRIPT`, asserting success; returns stdout.
     pub fn sh_ok(&self, b: &mut Bundle, script: &str) -> String {
-        self.run_capture(b, &["sh", "-c", script]).assert_ok().stdout.clone()
+        self.run_capture(b, &["sh", "-c", script])
+            .assert_ok()
+            .stdout
+            .clone()
     }
     pub fn list_json(&self) -> Value {
         self.exec(&["list", "--format", "json"]).assert_ok().json()
     }
     /// A guard that `kill KILL` + `delete --force`s `id` when dropped.
     pub fn guard(&self, id: &str) -> Guard<'_> {
-        Guard { rt: self, id: id.to_string() }
+        Guard {
+            rt: self,
+            id: id.to_string(),
+        }
     }
     /// Host pid of a created/running container (from `state`).
     pub fn pid(&self, id: &str) -> i64 {
@@ -320,7 +360,11 @@ impl Runtime {
         self.create(b).assert_ok();
         self.start(&b.id).assert_ok();
         let pid = self.pid(&b.id);
-        assert!(pid > 0 && pid_alive(pid), "container {} has no live pid", b.id);
+        assert!(
+            pid > 0 && pid_alive(pid),
+            "container {} has no live pid",
+            b.id
+        );
         pid
     }
 }
@@ -334,9 +378,15 @@ pub struct Guard<'a> {
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        let quick = Opts { timeout: Some(Duration::from_secs(20)), ..Opts::default() };
+        let quick = Opts {
+            timeout: Some(Duration::from_secs(20)),
+            ..Opts::default()
+        };
         let _ = self.rt.exec_opts(&["kill", &self.id, "KILL"], quick);
-        let quick = Opts { timeout: Some(Duration::from_secs(20)), ..Opts::default() };
+        let quick = Opts {
+            timeout: Some(Duration::from_secs(20)),
+            ..Opts::default()
+        };
         let _ = self.rt.exec_opts(&["delete", "--force", &self.id], quick);
     }
 }

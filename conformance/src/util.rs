@@ -38,7 +38,10 @@ impl TempDir {
     pub fn new(prefix: &str) -> TempDir {
         let path = base_tmp().join(unique_id(prefix));
         std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        TempDir { path, keep: std::env::var_os("RCRUN_KEEP_TMP").is_some() }
+        TempDir {
+            path,
+            keep: std::env::var_os("RCRUN_KEEP_TMP").is_some(),
+        }
     }
     pub fn path(&self) -> &Path {
         &self.path
@@ -81,7 +84,10 @@ pub fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
                 out.push(v);
                 i += 4;
@@ -138,7 +144,9 @@ pub fn pid_alive(pid: i64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
             // state is the first field after the ")" closing comm
-            let state = s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next());
+            let state = s
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,
@@ -152,9 +160,10 @@ pub fn grep<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
 
 /// Value of a `Key:\tvalue` line in a /proc/PID/status dump.
 pub fn status_field(status: &str, key: &str) -> Option<String> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
+    status.lines().find_map(|l| {
+        l.strip_prefix(&format!("{key}:"))
+            .map(|v| v.trim().to_string())
+    })
 }
 
 /// One line of /proc/PID/mountinfo.
@@ -207,7 +216,11 @@ pub fn find_mount<'a>(mounts: &'a [MountEntry], mount_point: &str) -> Option<&'a
 /// `YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm)`
 pub fn is_rfc3339(s: &str) -> bool {
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r).map(|x| x.iter().all(u8::is_ascii_digit)).unwrap_or(false);
+    let digits = |r: std::ops::Range<usize>| {
+        b.get(r)
+            .map(|x| x.iter().all(u8::is_ascii_digit))
+            .unwrap_or(false)
+    };
     if b.len() < 20
         || !digits(0..4)
         || b[4] != b'-'
@@ -238,28 +251,67 @@ pub fn is_rfc3339(s: &str) -> bool {
         "Z" | "z" => true,
         tz => {
             let t = tz.as_bytes();
-            t.len() == 6 && (t[0] == b'+' || t[0] == b'-') && t[3] == b':' && digits(i + 1..i + 3) && digits(i + 4..i + 6)
+            t.len() == 6
+                && (t[0] == b'+' || t[0] == b'-')
+                && t[3] == b':'
+                && digits(i + 1..i + 3)
+                && digits(i + 4..i + 6)
         }
     }
 }
 
 /// Linux capability names in bit order (CAP_CHOWN = 0 ... CAP_CHECKPOINT_RESTORE = 40).
 pub const CAP_NAMES: [&str; 41] = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
-    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
     "CAP_CHECKPOINT_RESTORE",
 ];
 
 /// Bit mask of a list of capability names (panics on unknown names).
 pub fn caps_mask(caps: &[&str]) -> u64 {
     caps.iter().fold(0u64, |m, c| {
-        let bit = CAP_NAMES.iter().position(|n| n == c).unwrap_or_else(|| panic!("unknown cap {c}"));
+        let bit = CAP_NAMES
+            .iter()
+            .position(|n| n == c)
+            .unwrap_or_else(|| panic!("unknown cap {c}"));
         m | (1u64 << bit)
     })
 }
@@ -272,7 +324,9 @@ pub fn caps_hex(caps: &[&str]) -> String {
 /// The host's capability bounding set (from /proc/self/status).
 pub fn host_cap_bnd() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status_field(&s, "CapBnd").and_then(|v| u64::from_str_radix(&v, 16).ok()).unwrap_or(0)
+    status_field(&s, "CapBnd")
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -305,14 +359,20 @@ mod tests {
 
     #[test]
     fn caps() {
-        assert_eq!(caps_hex(&["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]), "0000000020000420");
+        assert_eq!(
+            caps_hex(&["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]),
+            "0000000020000420"
+        );
         assert_eq!(caps_mask(&["CAP_CHECKPOINT_RESTORE"]), 1 << 40);
     }
 
     #[test]
     fn status_fields() {
         let s = "Name:\tsh\nCapEff:\t0000000000000021\nGroups:\t\n";
-        assert_eq!(status_field(s, "CapEff").as_deref(), Some("0000000000000021"));
+        assert_eq!(
+            status_field(s, "CapEff").as_deref(),
+            Some("0000000000000021")
+        );
         assert_eq!(status_field(s, "Groups").as_deref(), Some(""));
         assert_eq!(status_field(s, "Nope"), None);
     }

@@ -33,8 +33,13 @@ fn default_spec_equals_runc_spec() {
     let dir = TempDir::new("spec");
     let d = dir.path().to_string_lossy().into_owned();
     rt.exec(&["spec", "--bundle", &d]).assert_ok();
-    let theirs: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    assert_eq!(theirs, bundle::default_spec(), "bundle::default_spec() drifted from `runc spec`");
+    let theirs: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        theirs,
+        bundle::default_spec(),
+        "bundle::default_spec() drifted from `runc spec`"
+    );
 }
 
 #[test]
@@ -44,12 +49,19 @@ fn spec_command_agrees_with_runc() {
         let dir = TempDir::new("spec");
         let d = dir.path().to_string_lossy().into_owned();
         rt.exec(&["spec", "--bundle", &d]).assert_ok();
-        let text = std::fs::read_to_string(dir.join("config.json")).expect("spec wrote config.json");
-        specs.push(serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("spec output is not JSON ({e}): {text}")));
+        let text =
+            std::fs::read_to_string(dir.join("config.json")).expect("spec wrote config.json");
+        specs.push(
+            serde_json::from_str::<Value>(&text)
+                .unwrap_or_else(|e| panic!("spec output is not JSON ({e}): {text}")),
+        );
         // refuses to overwrite an existing config.json (runc: `File config.json exists. Remove it first`)
         rt.exec(&["spec", "--bundle", &d]).assert_fail();
     }
-    assert_eq!(specs[0], specs[1], "runc spec (left) vs subject spec (right)");
+    assert_eq!(
+        specs[0], specs[1],
+        "runc spec (left) vs subject spec (right)"
+    );
 }
 
 #[test]
@@ -82,7 +94,14 @@ fn state_keys_and_statuses_agree() {
 
 #[test]
 fn exit_codes_agree() {
-    for script in ["exit 0", "exit 3", "exit 255", "kill -TERM $$", "kill -9 $$", "false"] {
+    for script in [
+        "exit 0",
+        "exit 3",
+        "exit 255",
+        "kill -TERM $$",
+        "kill -9 $$",
+        "false",
+    ] {
         let (a, b) = both(
             || {
                 let mut b = Bundle::new();
@@ -97,7 +116,12 @@ fn exit_codes_agree() {
 
 #[test]
 fn capability_lines_agree() {
-    let caps = |s: &str| -> Vec<String> { s.lines().filter(|l| l.starts_with("Cap") || l.starts_with("NoNewPrivs")).map(String::from).collect() };
+    let caps = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("Cap") || l.starts_with("NoNewPrivs"))
+            .map(String::from)
+            .collect()
+    };
     let variants: Vec<Box<dyn Fn() -> Bundle>> = vec![
         Box::new(Bundle::new),
         Box::new(|| {
@@ -107,7 +131,9 @@ fn capability_lines_agree() {
         }),
         Box::new(|| {
             let mut b = Bundle::new();
-            b.user(1000, 1000, &[]).caps(&["CAP_KILL", "CAP_NET_BIND_SERVICE"], true).no_new_privileges(false);
+            b.user(1000, 1000, &[])
+                .caps(&["CAP_KILL", "CAP_NET_BIND_SERVICE"], true)
+                .no_new_privileges(false);
             b
         }),
     ];
@@ -127,7 +153,13 @@ fn normalise_mountinfo(text: &str) -> Vec<String> {
             o.sort();
             let mut so = m.super_opts.clone();
             so.sort();
-            format!("{} {} {} {}", m.mount_point, m.fstype, o.join(","), so.join(","))
+            format!(
+                "{} {} {} {}",
+                m.mount_point,
+                m.fstype,
+                o.join(","),
+                so.join(",")
+            )
         })
         .collect();
     v.sort();
@@ -155,7 +187,8 @@ fn limits_agree() {
     let (a, b) = both_ok(
         || {
             let mut b = Bundle::new();
-            b.rlimit("RLIMIT_NPROC", 100, 200).rlimit("RLIMIT_CORE", 0, 0);
+            b.rlimit("RLIMIT_NPROC", 100, 200)
+                .rlimit("RLIMIT_CORE", 0, 0);
             b
         },
         "cat /proc/self/limits",
@@ -180,7 +213,10 @@ fn id_and_env_agree() {
 
 #[test]
 fn dev_agrees() {
-    let (a, b) = both_ok(Bundle::new, "cd /dev && stat -c '%n %F %a %u %g %t %T %N' * pts/* | sort");
+    let (a, b) = both_ok(
+        Bundle::new,
+        "cd /dev && stat -c '%n %F %a %u %g %t %T %N' * pts/* | sort",
+    );
     assert_eq!(a, b);
 }
 
@@ -192,11 +228,16 @@ fn cgroup_files_agree() {
         b.args(&["sleep", "1000"])
             .resources("memory", json!({"limit": 96 * 1024 * 1024}))
             .resources("pids", json!({"limit": 77}))
-            .resources("cpu", json!({"shares": 256, "quota": 20000, "period": 50000}));
+            .resources(
+                "cpu",
+                json!({"shares": 256, "quota": 20000, "period": 50000}),
+            );
         let cg = b.cgroups_path().unwrap();
         let _g = rt.guard(&b.id);
         let pid = rt.start_detached(&b);
-        let inside = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap().replace(&b.id, "ID");
+        let inside = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap()
+            .replace(&b.id, "ID");
         seen.push((
             cgroups::memory_limit(&cg),
             cgroups::pids_max(&cg),

@@ -23,11 +23,15 @@ fn start_with_console(rt: &Runtime, b: &Bundle, extra: &[&str]) -> Pty {
 fn terminal_output_and_input_go_through_the_pty() {
     let rt = Runtime::rcrun();
     let mut b = Bundle::new();
-    b.terminal(true).sh("tty; echo ready; read line; echo got:$line; sleep 1000");
+    b.terminal(true)
+        .sh("tty; echo ready; read line; echo got:$line; sleep 1000");
     let _g = rt.guard(&b.id);
     let pty = start_with_console(&rt, &b, &[]);
     let out = pty.read_until("ready", T);
-    assert!(out.contains("/dev/pts/0"), "tty should be /dev/pts/0: {out:?}");
+    assert!(
+        out.contains("/dev/pts/0"),
+        "tty should be /dev/pts/0: {out:?}"
+    );
     pty.write(b"hello-pty\n");
     let out = pty.read_until("got:hello-pty", T);
     // the line discipline echoes the input, then the shell answers
@@ -51,7 +55,9 @@ fn stdio_are_all_the_pty() {
 fn console_size_is_honoured() {
     let rt = Runtime::rcrun();
     let mut b = Bundle::new();
-    b.terminal(true).console_size(37, 111).sh("stty size; echo done; sleep 1000");
+    b.terminal(true)
+        .console_size(37, 111)
+        .sh("stty size; echo done; sleep 1000");
     let _g = rt.guard(&b.id);
     let pty = start_with_console(&rt, &b, &[]);
     let out = pty.read_until("done", T);
@@ -62,12 +68,16 @@ fn console_size_is_honoured() {
 fn dev_console_is_the_pty() {
     let rt = Runtime::rcrun();
     let mut b = Bundle::new();
-    b.terminal(true).sh("stat -c '%F %t' /dev/console; echo done; sleep 1000");
+    b.terminal(true)
+        .sh("stat -c '%F %t' /dev/console; echo done; sleep 1000");
     let _g = rt.guard(&b.id);
     let pty = start_with_console(&rt, &b, &[]);
     let out = pty.read_until("done", T);
     // a pts slave: major 136 (0x88)
-    assert!(out.contains("character special file 88"), "/dev/console: {out:?}");
+    assert!(
+        out.contains("character special file 88"),
+        "/dev/console: {out:?}"
+    );
 }
 
 #[test]
@@ -79,7 +89,8 @@ fn run_detach_with_console_socket() {
     let dir = TempDir::new("console");
     let sock = ConsoleSocket::new(dir.path());
     let sp = sock.path().to_string_lossy().into_owned();
-    rt.run(&b, &["--detach", "--console-socket", &sp]).assert_ok();
+    rt.run(&b, &["--detach", "--console-socket", &sp])
+        .assert_ok();
     let pty = sock.master();
     let out = pty.read_until("/dev/pts/0", T);
     assert!(out.contains("detached-tty:/dev/pts/0"), "{out:?}");
@@ -90,12 +101,17 @@ fn run_detach_with_console_socket() {
 fn ctrl_c_reaches_the_foreground_process() {
     let rt = Runtime::rcrun();
     let mut b = Bundle::new();
-    b.terminal(true).sh("trap 'echo got-sigint' INT; echo ready; sleep 1000 & wait; echo after-wait; sleep 1000");
+    b.terminal(true).sh(
+        "trap 'echo got-sigint' INT; echo ready; sleep 1000 & wait; echo after-wait; sleep 1000",
+    );
     let _g = rt.guard(&b.id);
     let pty = start_with_console(&rt, &b, &[]);
     let _ = pty.read_until("ready", T);
     std::thread::sleep(Duration::from_millis(200));
     pty.write(b"\x03");
     let out = pty.read_until("after-wait", T);
-    assert!(out.contains("got-sigint"), "^C did not deliver SIGINT: {out:?}");
+    assert!(
+        out.contains("got-sigint"),
+        "^C did not deliver SIGINT: {out:?}"
+    );
 }

@@ -15,7 +15,11 @@ fn create_fails(b: &Bundle, needles: &[&str]) -> Output {
     out.assert_fail().assert_one_line_error(needles);
     rt.state(&b.id).assert_fail();
     assert_no_leftovers(&rt, b, &b.id, None);
-    assert_eq!(rt.list_json().as_array().map(Vec::len).unwrap_or(0), 0, "list must be empty");
+    assert_eq!(
+        rt.list_json().as_array().map(Vec::len).unwrap_or(0),
+        0,
+        "list must be empty"
+    );
     out
 }
 
@@ -69,7 +73,9 @@ fn missing_bundle_dir() {
     let rt = Runtime::rcrun();
     let id = unique_id("nobundle");
     let path = format!("/nonexistent-bundle-{id}");
-    rt.exec(&["create", "--bundle", &path, &id]).assert_fail().assert_one_line_error(&[&path]);
+    rt.exec(&["create", "--bundle", &path, &id])
+        .assert_fail()
+        .assert_one_line_error(&[&path]);
     assert!(!rt.state_dir(&id).exists());
 }
 
@@ -142,7 +148,10 @@ fn joining_a_missing_namespace_path() {
     let p = format!("/nonexistent/ns/{}", b.id);
     b.namespace("network", Some(&p));
     let out = create_fails(&b, &[]);
-    assert!(out.stderr.contains("/nonexistent/ns"), "error should name the path:\n{out}");
+    assert!(
+        out.stderr.contains("/nonexistent/ns"),
+        "error should name the path:\n{out}"
+    );
 }
 
 #[test]
@@ -168,12 +177,19 @@ fn unknown_capability_name_is_reported() {
     // A runtime may also reject it; either way the name must be reported.
     let rt = Runtime::rcrun();
     let mut b = Bundle::new();
-    b.caps(&["CAP_KILL", "CAP_BOGUS"], false).sh("grep CapBnd /proc/self/status");
+    b.caps(&["CAP_KILL", "CAP_BOGUS"], false)
+        .sh("grep CapBnd /proc/self/status");
     let out = rt.run(&b, &[]);
-    assert!(out.stderr.contains("CAP_BOGUS"), "CAP_BOGUS not mentioned:\n{out}");
+    assert!(
+        out.stderr.contains("CAP_BOGUS"),
+        "CAP_BOGUS not mentioned:\n{out}"
+    );
     if out.success() {
         // the known cap is still applied
-        assert_eq!(out.stdout.trim(), format!("CapBnd:\t{}", util::caps_hex(&["CAP_KILL"])));
+        assert_eq!(
+            out.stdout.trim(),
+            format!("CapBnd:\t{}", util::caps_hex(&["CAP_KILL"]))
+        );
     } else {
         out.assert_fail().assert_one_line_error(&["CAP_BOGUS"]);
     }
@@ -266,7 +282,9 @@ fn console_socket_without_terminal() {
     let rt = Runtime::rcrun();
     let b = Bundle::new();
     let _g = rt.guard(&b.id);
-    rt.run(&b, &["--console-socket", "/tmp/none.sock"]).assert_fail().assert_one_line_error(&["console"]);
+    rt.run(&b, &["--console-socket", "/tmp/none.sock"])
+        .assert_fail()
+        .assert_one_line_error(&["console"]);
     assert_no_leftovers(&rt, &b, &b.id, None);
 }
 
@@ -278,7 +296,9 @@ fn console_socket_that_does_not_exist() {
     b.terminal(true);
     let _g = rt.guard(&b.id);
     let sock = format!("/tmp/no-such-{}.sock", b.id);
-    rt.create_id(&b, &b.id, &["--console-socket", &sock]).assert_fail().assert_one_line_error(&[&sock]);
+    rt.create_id(&b, &b.id, &["--console-socket", &sock])
+        .assert_fail()
+        .assert_one_line_error(&[&sock]);
     assert_no_leftovers(&rt, &b, &b.id, None);
 }
 
@@ -290,9 +310,15 @@ fn invalid_container_ids() {
     for id in ["bad/id", "..", ""] {
         b.write();
         let bp = b.path().to_string_lossy().into_owned();
-        rt.exec(&["create", "--bundle", &bp, id]).assert_fail().assert_one_line_error(&[]);
+        rt.exec(&["create", "--bundle", &bp, id])
+            .assert_fail()
+            .assert_one_line_error(&[]);
     }
-    assert_eq!(std::fs::read_dir(rt.root()).map(|d| d.count()).unwrap_or(0), 0, "state left in root");
+    assert_eq!(
+        std::fs::read_dir(rt.root()).map(|d| d.count()).unwrap_or(0),
+        0,
+        "state left in root"
+    );
 }
 
 #[test]
@@ -307,7 +333,11 @@ fn duplicate_id_fails_and_keeps_the_first() {
     let other = Bundle::new();
     let out = rt.create_id(&other, &b.id, &[]);
     out.assert_fail().assert_one_line_error(&[]);
-    assert_eq!(rt.status(&b.id).as_deref(), Some("created"), "first container disturbed");
+    assert_eq!(
+        rt.status(&b.id).as_deref(),
+        Some("created"),
+        "first container disturbed"
+    );
     assert_eq!(rt.pid(&b.id), pid);
     assert!(util::pid_alive(pid));
     // `run` with the same id fails too
@@ -320,7 +350,12 @@ fn unknown_id_for_state_start_kill_delete() {
     // runc: `container does not exist` (for all four; it does not name the id)
     let rt = Runtime::rcrun();
     let id = unique_id("ghost");
-    for args in [vec!["state", &id], vec!["start", &id], vec!["kill", &id, "KILL"], vec!["delete", &id]] {
+    for args in [
+        vec!["state", &id],
+        vec!["start", &id],
+        vec!["kill", &id, "KILL"],
+        vec!["delete", &id],
+    ] {
         rt.exec(&args).assert_fail().assert_one_line_error(&[]);
     }
     assert!(!rt.state_dir(&id).exists());
@@ -368,7 +403,9 @@ fn delete_running_without_force_fails() {
     b.args(&["sleep", "1000"]);
     let _g = rt.guard(&b.id);
     let pid = rt.start_detached(&b);
-    rt.delete(&b.id).assert_fail().assert_one_line_error(&[&b.id, "running"]);
+    rt.delete(&b.id)
+        .assert_fail()
+        .assert_one_line_error(&[&b.id, "running"]);
     assert_eq!(rt.status(&b.id).as_deref(), Some("running"));
     assert!(util::pid_alive(pid));
     assert!(rt.state_dir(&b.id).exists());
@@ -382,7 +419,9 @@ fn kill_with_unknown_signal() {
     b.args(&["sleep", "1000"]);
     let _g = rt.guard(&b.id);
     rt.start_detached(&b);
-    rt.kill(&b.id, "BOGUS").assert_fail().assert_one_line_error(&["BOGUS"]);
+    rt.kill(&b.id, "BOGUS")
+        .assert_fail()
+        .assert_one_line_error(&["BOGUS"]);
     assert_eq!(rt.status(&b.id).as_deref(), Some("running"));
 }
 
@@ -390,7 +429,9 @@ fn kill_with_unknown_signal() {
 fn list_with_unknown_format() {
     // runc: `invalid format option`
     let rt = Runtime::rcrun();
-    rt.exec(&["list", "--format", "bogus"]).assert_fail().assert_one_line_error(&["format"]);
+    rt.exec(&["list", "--format", "bogus"])
+        .assert_fail()
+        .assert_one_line_error(&["format"]);
 }
 
 #[test]
@@ -402,5 +443,8 @@ fn missing_id_argument() {
     let bp = b.path().to_string_lossy().into_owned();
     let out = rt.exec(&["create", "--bundle", &bp]);
     out.assert_fail();
-    assert!(!out.stderr.trim().is_empty() || !out.stdout.trim().is_empty(), "no message:\n{out}");
+    assert!(
+        !out.stderr.trim().is_empty() || !out.stdout.trim().is_empty(),
+        "no message:\n{out}"
+    );
 }

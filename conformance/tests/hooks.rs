@@ -23,7 +23,9 @@ struct HookLog {
 
 impl HookLog {
     fn new() -> HookLog {
-        HookLog { dir: TempDir::new("hooklog") }
+        HookLog {
+            dir: TempDir::new("hooklog"),
+        }
     }
     fn host_file(&self) -> String {
         self.dir.join("log").to_string_lossy().into_owned()
@@ -41,7 +43,8 @@ impl HookLog {
                 let v = if rest.trim().is_empty() {
                     Value::Null
                 } else {
-                    serde_json::from_str(rest).unwrap_or_else(|e| panic!("bad state JSON from {name} hook ({e}): {rest}"))
+                    serde_json::from_str(rest)
+                        .unwrap_or_else(|e| panic!("bad state JSON from {name} hook ({e}): {rest}"))
                 };
                 (name.to_string(), v)
             })
@@ -56,16 +59,28 @@ fn all_hooks_bundle(log: &HookLog) -> Bundle {
     let mut b = Bundle::new();
     let hf = log.host_file();
     b.bind(log.dir.path(), "/hooklog", &["rw"]);
-    for kind in ["prestart", "createRuntime", "createContainer", "poststart", "poststop"] {
+    for kind in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "poststart",
+        "poststop",
+    ] {
         b.sh_hook(kind, &HookLog::script(kind, &hf));
     }
-    b.sh_hook("startContainer", &HookLog::script("startContainer", "/hooklog/log"));
+    b.sh_hook(
+        "startContainer",
+        &HookLog::script("startContainer", "/hooklog/log"),
+    );
     b.sh("echo main >> /hooklog/log; sleep 1000");
     b
 }
 
 fn pos(names: &[String], n: &str) -> usize {
-    names.iter().position(|x| x == n).unwrap_or_else(|| panic!("hook {n} did not run: {names:?}"))
+    names
+        .iter()
+        .position(|x| x == n)
+        .unwrap_or_else(|| panic!("hook {n} did not run: {names:?}"))
 }
 
 #[test]
@@ -81,23 +96,60 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
     for n in ["prestart", "createRuntime", "createContainer"] {
         pos(&names, n);
     }
-    assert!(pos(&names, "createRuntime") < pos(&names, "createContainer"), "{names:?}");
-    assert!(pos(&names, "prestart") < pos(&names, "createContainer"), "{names:?}");
-    assert!(!names.iter().any(|n| n == "startContainer" || n == "main"), "ran before start: {names:?}");
+    assert!(
+        pos(&names, "createRuntime") < pos(&names, "createContainer"),
+        "{names:?}"
+    );
+    assert!(
+        pos(&names, "prestart") < pos(&names, "createContainer"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "startContainer" || n == "main"),
+        "ran before start: {names:?}"
+    );
 
     rt.start(&b.id).assert_ok();
-    assert!(wait_until(Duration::from_secs(5), || log.names().iter().any(|n| n == "main")), "{:?}", log.names());
-    assert!(wait_until(Duration::from_secs(5), || log.names().iter().any(|n| n == "poststart")), "{:?}", log.names());
+    assert!(
+        wait_until(Duration::from_secs(5), || log
+            .names()
+            .iter()
+            .any(|n| n == "main")),
+        "{:?}",
+        log.names()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || log
+            .names()
+            .iter()
+            .any(|n| n == "poststart")),
+        "{:?}",
+        log.names()
+    );
     let names = log.names();
-    assert!(pos(&names, "createContainer") < pos(&names, "startContainer"), "{names:?}");
-    assert!(pos(&names, "startContainer") < pos(&names, "main"), "{names:?}");
+    assert!(
+        pos(&names, "createContainer") < pos(&names, "startContainer"),
+        "{names:?}"
+    );
+    assert!(
+        pos(&names, "startContainer") < pos(&names, "main"),
+        "{names:?}"
+    );
 
     rt.kill(&b.id, "KILL").assert_ok();
     assert!(rt.wait_status(&b.id, "stopped"));
     rt.delete(&b.id).assert_ok();
     let names = log.names();
-    assert_eq!(names.last().map(String::as_str), Some("poststop"), "{names:?}");
-    assert_eq!(names.iter().filter(|n| *n == "poststop").count(), 1, "{names:?}");
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("poststop"),
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| *n == "poststop").count(),
+        1,
+        "{names:?}"
+    );
 
     let bundle = b.path().canonicalize().unwrap();
     for (name, st) in log.entries() {
@@ -106,12 +158,20 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
         }
         assert_eq!(st["id"], b.id.as_str(), "{name}: {st}");
         assert!(st["ociVersion"].is_string(), "{name}: {st}");
-        assert_eq!(st["bundle"].as_str().map(std::path::PathBuf::from), Some(bundle.clone()), "{name}: {st}");
+        assert_eq!(
+            st["bundle"].as_str().map(std::path::PathBuf::from),
+            Some(bundle.clone()),
+            "{name}: {st}"
+        );
         let status = st["status"].as_str().unwrap_or("");
         match name.as_str() {
             "prestart" | "createRuntime" => {
                 assert_eq!(status, "creating", "{name}: {st}");
-                assert_eq!(st["pid"].as_i64(), Some(pid), "{name} must get the container pid: {st}");
+                assert_eq!(
+                    st["pid"].as_i64(),
+                    Some(pid),
+                    "{name} must get the container pid: {st}"
+                );
             }
             "createContainer" => {
                 assert_eq!(status, "creating", "{name}: {st}");
@@ -147,7 +207,10 @@ fn hooks_get_their_args_and_env() {
     b.write();
     let out = rt.exec_opts(
         &["run", "--bundle", b.path().to_str().unwrap(), &b.id],
-        Opts { env: vec![("CONF_LEAK".into(), "leaked".into())], ..Opts::default() },
+        Opts {
+            env: vec![("CONF_LEAK".into(), "leaked".into())],
+            ..Opts::default()
+        },
     );
     out.assert_ok();
     let text = std::fs::read_to_string(log.dir.join("log")).unwrap();
@@ -165,7 +228,10 @@ fn hooks_of_one_kind_run_in_array_order() {
         b.sh_hook("prestart", &format!("echo {i} >> {hf}"));
     }
     rt.run_capture(&mut b, &["true"]).assert_ok();
-    assert_eq!(std::fs::read_to_string(log.dir.join("log")).unwrap(), "0\n1\n2\n3\n");
+    assert_eq!(
+        std::fs::read_to_string(log.dir.join("log")).unwrap(),
+        "0\n1\n2\n3\n"
+    );
 }
 
 fn assert_failing_hook_aborts_create(kind: &str) {
@@ -181,7 +247,10 @@ fn assert_failing_hook_aborts_create(kind: &str) {
     //        error running hook #0: error running hook: exit status 3, stdout: , stderr: hook-said-no`
     let out = rt.create(&b);
     out.assert_fail();
-    assert!(out.stderr.contains("hook"), "error should say a hook failed:\n{out}");
+    assert!(
+        out.stderr.contains("hook"),
+        "error should say a hook failed:\n{out}"
+    );
     rt.state(&b.id).assert_fail();
     assert_no_leftovers(&rt, &b, &b.id, None);
 }
@@ -212,7 +281,10 @@ fn failing_poststart_hook_is_reported() {
     b.sh("echo main-ran");
     let out = rt.run(&b, &[]);
     assert!(!out.timed_out, "{out}");
-    assert!(out.stderr.contains("hook") || out.stderr.contains("poststart"), "poststart failure not reported:\n{out}");
+    assert!(
+        out.stderr.contains("hook") || out.stderr.contains("poststart"),
+        "poststart failure not reported:\n{out}"
+    );
     if out.success() {
         assert_eq!(out.stdout, "main-ran\n", "{out}");
     }
@@ -233,7 +305,10 @@ fn failing_poststop_hook_only_warns() {
     // runc: logs `error running hook #0: error running hook: exit status 4, stdout: , stderr: poststop-broke` and exits 0
     let out = rt.delete(&b.id);
     out.assert_ok();
-    assert!(!out.stderr.trim().is_empty(), "the hook failure should be logged:\n{out}");
+    assert!(
+        !out.stderr.trim().is_empty(),
+        "the hook failure should be logged:\n{out}"
+    );
     assert!(!pid_alive(pid));
     assert_no_leftovers(&rt, &b, &b.id, Some(pid));
 }
@@ -242,14 +317,24 @@ fn failing_poststop_hook_only_warns() {
 fn hook_timeout_is_enforced() {
     let rt = Runtime::rcrun();
     let mut b = Bundle::new();
-    b.hook("prestart", json!({"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}));
+    b.hook(
+        "prestart",
+        json!({"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}),
+    );
     b.args(&["sleep", "1000"]);
     let _g = rt.guard(&b.id);
     let t = Instant::now();
     // runc: `... error running hook #0: hook ran past specified timeout of 1.0s`
     let out = rt.create(&b);
     out.assert_fail();
-    assert!(t.elapsed() < Duration::from_secs(15), "timeout of 1s not enforced ({:?})", t.elapsed());
-    assert!(out.stderr.contains("timeout") || out.stderr.contains("timed out"), "{out}");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "timeout of 1s not enforced ({:?})",
+        t.elapsed()
+    );
+    assert!(
+        out.stderr.contains("timeout") || out.stderr.contains("timed out"),
+        "{out}"
+    );
     assert_no_leftovers(&rt, &b, &b.id, None);
 }

@@ -28,12 +28,20 @@ fn default_mounts_have_the_right_types_and_flags() {
     let dev = must(&ms, "/dev");
     assert_eq!(dev.fstype, "tmpfs");
     assert!(dev.has_opt("nosuid"), "{dev:?}");
-    assert!(dev.has_super_opt("mode=755") && dev.has_super_opt("size=65536k"), "{dev:?}");
+    assert!(
+        dev.has_super_opt("mode=755") && dev.has_super_opt("size=65536k"),
+        "{dev:?}"
+    );
 
     let pts = must(&ms, "/dev/pts");
     assert_eq!(pts.fstype, "devpts");
     assert!(pts.has_opt("nosuid") && pts.has_opt("noexec"), "{pts:?}");
-    assert!(pts.has_super_opt("gid=5") && pts.has_super_opt("mode=620") && pts.has_super_opt("ptmxmode=666"), "{pts:?}");
+    assert!(
+        pts.has_super_opt("gid=5")
+            && pts.has_super_opt("mode=620")
+            && pts.has_super_opt("ptmxmode=666"),
+        "{pts:?}"
+    );
 
     let shm = must(&ms, "/dev/shm");
     assert_eq!(shm.fstype, "tmpfs");
@@ -61,7 +69,10 @@ fn default_mounts_have_the_right_types_and_flags() {
         assert!(cg.has_opt("ro"), "{cg:?}");
     } else {
         let cgs: Vec<&MountEntry> = ms.iter().filter(|m| m.fstype == "cgroup").collect();
-        assert!(cgs.iter().any(|m| m.mount_point == "/sys/fs/cgroup/memory"), "{ms:#?}");
+        assert!(
+            cgs.iter().any(|m| m.mount_point == "/sys/fs/cgroup/memory"),
+            "{ms:#?}"
+        );
         for m in &cgs {
             assert!(m.mount_point.starts_with("/sys/fs/cgroup/"), "{m:?}");
             assert!(m.has_opt("ro"), "cgroup mount must be ro: {m:?}");
@@ -73,8 +84,10 @@ fn default_mounts_have_the_right_types_and_flags() {
 fn tmpfs_mount_with_options() {
     let rt = Runtime::rcrun();
     let mut b = Bundle::new();
-    b.mount(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
-                   "options": ["nosuid", "nodev", "noexec", "size=1m", "mode=700"]}));
+    b.mount(
+        json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["nosuid", "nodev", "noexec", "size=1m", "mode=700"]}),
+    );
     let out = rt.sh_ok(&mut b, "cat /proc/self/mountinfo; echo; stat -c %a /scratch; echo hi > /scratch/f && cat /scratch/f");
     let (info, rest) = out.split_once("\n\n").unwrap();
     let ms = parse_mountinfo(info);
@@ -95,7 +108,11 @@ fn bind_mount_flags_are_visible_and_enforced() {
     std::fs::write(host_dir.join("file"), "from-host\n").unwrap();
     std::fs::write(host_dir.join("script"), "#!/bin/sh\necho ran\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(host_dir.join("script"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        host_dir.join("script"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
 
     let mut b = Bundle::new();
     b.bind(host_dir.path(), "/ro", &["ro", "nosuid", "nodev", "noexec"]);
@@ -116,7 +133,10 @@ fn bind_mount_flags_are_visible_and_enforced() {
     let rw = must(&ms, "/rw");
     assert!(rw.has_opt("rw") && !rw.has_opt("noexec"), "{rw:?}");
     assert_eq!(rest, "from-host\nro-denied\nnoexec-denied\nran\n");
-    assert_eq!(std::fs::read_to_string(host_dir.join("new")).unwrap(), "written\n");
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("new")).unwrap(),
+        "written\n"
+    );
     assert!(!host_dir.join("x").exists());
 }
 
@@ -128,7 +148,10 @@ fn bind_mount_of_a_single_file() {
     std::fs::write(&f, "127.0.0.1 conformance\n").unwrap();
     let mut b = Bundle::new();
     b.mount(json!({"destination": "/etc/hosts", "type": "bind", "source": f, "options": ["bind", "ro"]}));
-    assert_eq!(rt.sh_ok(&mut b, "cat /etc/hosts"), "127.0.0.1 conformance\n");
+    assert_eq!(
+        rt.sh_ok(&mut b, "cat /etc/hosts"),
+        "127.0.0.1 conformance\n"
+    );
 }
 
 #[test]
@@ -137,13 +160,20 @@ fn readonly_root() {
     let mut b = Bundle::new();
     b.readonly_root(true);
     let out = rt.run_capture(&mut b, &["touch", "/x"]);
-    assert_ne!(out.code, Some(0), "touch on a read-only root must fail:\n{out}");
+    assert_ne!(
+        out.code,
+        Some(0),
+        "touch on a read-only root must fail:\n{out}"
+    );
     assert!(out.stderr.contains("Read-only file system"), "{out}");
     assert!(!b.rootfs().join("x").exists());
 
     b.readonly_root(false);
     rt.run_capture(&mut b, &["touch", "/x"]).assert_ok();
-    assert!(b.rootfs().join("x").exists(), "write through a rw root must reach the bundle rootfs");
+    assert!(
+        b.rootfs().join("x").exists(),
+        "write through a rw root must reach the bundle rootfs"
+    );
 }
 
 #[test]
@@ -154,8 +184,10 @@ fn masked_paths() {
     std::fs::create_dir_all(b.rootfs().join("secretdir")).unwrap();
     std::fs::write(b.rootfs().join("secretdir/inner"), "x\n").unwrap();
     // kcore is masked in the default spec; it does not exist on every kernel
-    let proc_masked: Vec<&str> =
-        ["/proc/kcore", "/proc/keys", "/proc/timer_list"].into_iter().filter(|p| std::path::Path::new(p).exists()).collect();
+    let proc_masked: Vec<&str> = ["/proc/kcore", "/proc/keys", "/proc/timer_list"]
+        .into_iter()
+        .filter(|p| std::path::Path::new(p).exists())
+        .collect();
     let mut paths = vec!["/etc/secret", "/secretdir", "/does/not/exist"];
     paths.extend(&proc_masked);
     b.masked_paths(&paths);
@@ -166,17 +198,35 @@ fn masked_paths() {
     script.push_str("cat /proc/self/mountinfo");
     let out = rt.sh_ok(&mut b, &script);
     let mut lines = out.lines();
-    assert_eq!(lines.next(), Some("[]"), "masked file must read empty:\n{out}");
-    assert_eq!(lines.next().map(str::trim), Some("0"), "masked dir must be empty:\n{out}");
+    assert_eq!(
+        lines.next(),
+        Some("[]"),
+        "masked file must read empty:\n{out}"
+    );
+    assert_eq!(
+        lines.next().map(str::trim),
+        Some("0"),
+        "masked dir must be empty:\n{out}"
+    );
     for p in &proc_masked {
-        assert_eq!(lines.next().map(str::trim), Some("0"), "{p} must read empty:\n{out}");
+        assert_eq!(
+            lines.next().map(str::trim),
+            Some("0"),
+            "{p} must read empty:\n{out}"
+        );
     }
     let ms = parse_mountinfo(&lines.collect::<Vec<_>>().join("\n"));
     let dir = must(&ms, "/secretdir");
-    assert!(dir.has_opt("ro"), "masked dir should be a read-only mount: {dir:?}");
+    assert!(
+        dir.has_opt("ro"),
+        "masked dir should be a read-only mount: {dir:?}"
+    );
     must(&ms, "/etc/secret");
     // the original stays on the host
-    assert_eq!(std::fs::read_to_string(b.rootfs().join("etc/secret")).unwrap(), "top-secret\n");
+    assert_eq!(
+        std::fs::read_to_string(b.rootfs().join("etc/secret")).unwrap(),
+        "top-secret\n"
+    );
 }
 
 #[test]
@@ -237,7 +287,10 @@ fn default_devices() {
     // host devices are not exposed
     let out = rt.sh_ok(&mut b, "ls /dev");
     for d in ["vda", "sda", "kmsg", "mem", "console"] {
-        assert!(!out.split_whitespace().any(|x| x == d), "/dev/{d} must not exist: {out}");
+        assert!(
+            !out.split_whitespace().any(|x| x == d),
+            "/dev/{d} must not exist: {out}"
+        );
     }
 }
 
@@ -245,17 +298,22 @@ fn default_devices() {
 fn linux_devices_are_created() {
     let rt = Runtime::rcrun();
     let mut b = Bundle::new();
-    b.device(json!({"path": "/dev/conf-null", "type": "c", "major": 1, "minor": 3,
-                    "fileMode": 0o640, "uid": 1000, "gid": 1000}))
-        .device(json!({"path": "/dev/sub/conf-zero", "type": "c", "major": 1, "minor": 5}))
-        .allow_device("c", 1, 3, "rwm")
-        .allow_device("c", 1, 5, "rwm");
+    b.device(
+        json!({"path": "/dev/conf-null", "type": "c", "major": 1, "minor": 3,
+                    "fileMode": 0o640, "uid": 1000, "gid": 1000}),
+    )
+    .device(json!({"path": "/dev/sub/conf-zero", "type": "c", "major": 1, "minor": 5}))
+    .allow_device("c", 1, 3, "rwm")
+    .allow_device("c", 1, 5, "rwm");
     let out = rt.sh_ok(
         &mut b,
         "stat -c '%F %t:%T %a %u:%g' /dev/conf-null /dev/sub/conf-zero; echo x > /dev/sub/conf-zero && head -c 2 /dev/sub/conf-zero | wc -c",
     );
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "character special file 1:3 640 1000:1000", "{out}");
+    assert_eq!(
+        lines[0], "character special file 1:3 640 1000:1000",
+        "{out}"
+    );
     assert!(lines[1].starts_with("character special file 1:5 "), "{out}");
     assert_eq!(lines[2].trim(), "2", "{out}");
     // root without CAP_DAC_OVERRIDE is held to the 0640/1000 ownership
@@ -270,9 +328,15 @@ fn device_cgroup_denies_unlisted_devices() {
     // (v2 enforces this with eBPF: same observable result)
     let rt = Runtime::rcrun();
     let mut b = Bundle::new();
-    b.device(json!({"path": "/dev/conf-mem", "type": "c", "major": 1, "minor": 1, "fileMode": 0o600}));
+    b.device(
+        json!({"path": "/dev/conf-mem", "type": "c", "major": 1, "minor": 1, "fileMode": 0o600}),
+    );
     let out = rt.run_capture(&mut b, &["sh", "-c", "head -c 1 /dev/conf-mem > /dev/null"]);
-    assert_ne!(out.code, Some(0), "opening a device not allowed by the device cgroup must fail:\n{out}");
+    assert_ne!(
+        out.code,
+        Some(0),
+        "opening a device not allowed by the device cgroup must fail:\n{out}"
+    );
     assert!(out.stderr.contains("not permitted"), "{out}");
 }
 
@@ -282,10 +346,18 @@ fn sysctl_in_new_network_namespace() {
     let host_fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
     let want = if host_fwd.trim() == "1" { "0" } else { "1" };
     let mut b = Bundle::new();
-    b.sysctl("net.ipv4.ip_forward", want).sysctl("kernel.msgmax", "4096");
-    let out = rt.sh_ok(&mut b, "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/msgmax");
+    b.sysctl("net.ipv4.ip_forward", want)
+        .sysctl("kernel.msgmax", "4096");
+    let out = rt.sh_ok(
+        &mut b,
+        "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/msgmax",
+    );
     assert_eq!(out, format!("{want}\n4096\n"));
-    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), host_fwd, "host sysctl changed");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_fwd,
+        "host sysctl changed"
+    );
 }
 
 #[test]
@@ -309,5 +381,8 @@ fn no_pivot_still_jails_the_process() {
     let mut lines = out.stdout.lines();
     assert_eq!(lines.next(), Some("in-rootfs"), "{out}");
     let entries: Vec<&str> = lines.collect();
-    assert!(entries.contains(&"bin") && !entries.contains(&"work"), "/ is not the bundle rootfs: {entries:?}");
+    assert!(
+        entries.contains(&"bin") && !entries.contains(&"work"),
+        "/ is not the bundle rootfs: {entries:?}"
+    );
 }

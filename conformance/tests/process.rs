@@ -10,7 +10,19 @@ use rcrun_conformance::*;
 fn args_are_passed_verbatim() {
     let rt = Runtime::rcrun();
     let mut b = Bundle::new();
-    let out = rt.run_capture(&mut b, &["sh", "-c", "printf '[%s]' \"$0\" \"$@\"", "zero", "a b", "", "c'd", "*"]);
+    let out = rt.run_capture(
+        &mut b,
+        &[
+            "sh",
+            "-c",
+            "printf '[%s]' \"$0\" \"$@\"",
+            "zero",
+            "a b",
+            "",
+            "c'd",
+            "*",
+        ],
+    );
     out.assert_ok();
     assert_eq!(out.stdout, "[zero][a b][][c'd][*]");
 }
@@ -20,8 +32,18 @@ fn args_resolve_through_path() {
     let rt = Runtime::rcrun();
     let mut b = Bundle::new();
     // `echo` is found via PATH, absolute paths work too
-    assert_eq!(rt.run_capture(&mut b, &["echo", "via-path"]).assert_ok().stdout, "via-path\n");
-    assert_eq!(rt.run_capture(&mut b, &["/bin/echo", "abs"]).assert_ok().stdout, "abs\n");
+    assert_eq!(
+        rt.run_capture(&mut b, &["echo", "via-path"])
+            .assert_ok()
+            .stdout,
+        "via-path\n"
+    );
+    assert_eq!(
+        rt.run_capture(&mut b, &["/bin/echo", "abs"])
+            .assert_ok()
+            .stdout,
+        "abs\n"
+    );
 }
 
 #[test]
@@ -35,7 +57,10 @@ fn env_is_exactly_the_configured_one() {
     assert!(vars.contains(&"FOO=bar baz"), "{out}");
     assert!(vars.contains(&"EMPTY="), "{out}");
     assert!(vars.contains(&"TERM=dumb"), "{out}");
-    assert!(vars.contains(&"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), "{out}");
+    assert!(
+        vars.contains(&"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        "{out}"
+    );
     // nothing from the runtime's own environment leaks in
     assert!(!out.contains("CARGO"), "host environment leaked: {out}");
     assert!(!out.contains("RCRUN_BIN"), "host environment leaked: {out}");
@@ -70,9 +95,19 @@ fn user_uid_gid_and_additional_gids() {
     let mut b = Bundle::new();
     b.user(1000, 1000, &[2000, 5]);
     let status = rt.sh_ok(&mut b, "cat /proc/self/status");
-    assert_eq!(status_field(&status, "Uid").as_deref(), Some("1000\t1000\t1000\t1000"));
-    assert_eq!(status_field(&status, "Gid").as_deref(), Some("1000\t1000\t1000\t1000"));
-    let mut groups: Vec<&str> = status_field(&status, "Groups").unwrap_or_default().leak().split_whitespace().collect();
+    assert_eq!(
+        status_field(&status, "Uid").as_deref(),
+        Some("1000\t1000\t1000\t1000")
+    );
+    assert_eq!(
+        status_field(&status, "Gid").as_deref(),
+        Some("1000\t1000\t1000\t1000")
+    );
+    let mut groups: Vec<&str> = status_field(&status, "Groups")
+        .unwrap_or_default()
+        .leak()
+        .split_whitespace()
+        .collect();
     groups.sort();
     assert_eq!(groups, ["2000", "5"], "{status}");
     let id = rt.sh_ok(&mut b, "id");
@@ -85,7 +120,11 @@ fn root_user_has_no_supplementary_groups_by_default() {
     let mut b = Bundle::new();
     let status = rt.sh_ok(&mut b, "cat /proc/self/status");
     assert_eq!(status_field(&status, "Uid").as_deref(), Some("0\t0\t0\t0"));
-    assert_eq!(status_field(&status, "Groups").as_deref(), Some(""), "{status}");
+    assert_eq!(
+        status_field(&status, "Groups").as_deref(),
+        Some(""),
+        "{status}"
+    );
     // busybox `id` prints no groups= part when there are no supplementary groups
     assert_eq!(rt.sh_ok(&mut b, "id"), "uid=0(root) gid=0(root)\n");
 }
@@ -108,7 +147,10 @@ fn limits_line(limits: &str, name: &str) -> Vec<String> {
         .lines()
         .find(|l| l.starts_with(name))
         .unwrap_or_else(|| panic!("no {name} in /proc/self/limits:\n{limits}"));
-    line[name.len()..].split_whitespace().map(String::from).collect()
+    line[name.len()..]
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 #[test]
@@ -120,10 +162,26 @@ fn rlimits_are_set() {
         .rlimit("RLIMIT_CORE", 0, 4096)
         .rlimit("RLIMIT_MSGQUEUE", 8192, 16384);
     let limits = rt.sh_ok(&mut b, "cat /proc/self/limits");
-    assert_eq!(limits_line(&limits, "Max open files")[..2], ["1024", "1024"], "{limits}");
-    assert_eq!(limits_line(&limits, "Max processes")[..2], ["500", "600"], "{limits}");
-    assert_eq!(limits_line(&limits, "Max core file size")[..2], ["0", "4096"], "{limits}");
-    assert_eq!(limits_line(&limits, "Max msgqueue size")[..2], ["8192", "16384"], "{limits}");
+    assert_eq!(
+        limits_line(&limits, "Max open files")[..2],
+        ["1024", "1024"],
+        "{limits}"
+    );
+    assert_eq!(
+        limits_line(&limits, "Max processes")[..2],
+        ["500", "600"],
+        "{limits}"
+    );
+    assert_eq!(
+        limits_line(&limits, "Max core file size")[..2],
+        ["0", "4096"],
+        "{limits}"
+    );
+    assert_eq!(
+        limits_line(&limits, "Max msgqueue size")[..2],
+        ["8192", "16384"],
+        "{limits}"
+    );
     assert_eq!(rt.sh_ok(&mut b, "ulimit -n"), "1024\n");
 }
 
@@ -134,11 +192,21 @@ fn default_capabilities_match_the_spec_lists() {
     let status = rt.sh_ok(&mut b, "cat /proc/self/status");
     let want = caps_hex(&bundle::DEFAULT_CAPS);
     for k in ["CapBnd", "CapEff", "CapPrm"] {
-        assert_eq!(status_field(&status, k), Some(want.clone()), "{k}:\n{status}");
+        assert_eq!(
+            status_field(&status, k),
+            Some(want.clone()),
+            "{k}:\n{status}"
+        );
     }
     // no inheritable set in the default spec, so ambient caps cannot be raised
-    assert_eq!(status_field(&status, "CapInh").as_deref(), Some("0000000000000000"));
-    assert_eq!(status_field(&status, "CapAmb").as_deref(), Some("0000000000000000"));
+    assert_eq!(
+        status_field(&status, "CapInh").as_deref(),
+        Some("0000000000000000")
+    );
+    assert_eq!(
+        status_field(&status, "CapAmb").as_deref(),
+        Some("0000000000000000")
+    );
 }
 
 #[test]
@@ -151,7 +219,11 @@ fn capability_sets_follow_the_config() {
     let want = caps_hex(&caps);
     assert_eq!(want, "0000000000202081");
     for k in ["CapBnd", "CapEff", "CapPrm", "CapInh", "CapAmb"] {
-        assert_eq!(status_field(&status, k), Some(want.clone()), "{k}:\n{status}");
+        assert_eq!(
+            status_field(&status, k),
+            Some(want.clone()),
+            "{k}:\n{status}"
+        );
     }
 
     // distinct sets
@@ -163,12 +235,24 @@ fn capability_sets_follow_the_config() {
         .cap_set("ambient", &["CAP_KILL"]);
     let status = rt.sh_ok(&mut b, "cat /proc/self/status");
     let f = |k| status_field(&status, k).unwrap_or_default();
-    assert_eq!(f("CapBnd"), caps_hex(&["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"]), "{status}");
+    assert_eq!(
+        f("CapBnd"),
+        caps_hex(&["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"]),
+        "{status}"
+    );
     assert_eq!(f("CapInh"), caps_hex(&["CAP_KILL"]), "{status}");
     assert_eq!(f("CapAmb"), caps_hex(&["CAP_KILL"]), "{status}");
     // observed with runc 1.1.5: permitted as configured, effective = effective ∪ ambient
-    assert_eq!(f("CapPrm"), caps_hex(&["CAP_CHOWN", "CAP_KILL"]), "{status}");
-    assert_eq!(f("CapEff"), caps_hex(&["CAP_CHOWN", "CAP_KILL"]), "{status}");
+    assert_eq!(
+        f("CapPrm"),
+        caps_hex(&["CAP_CHOWN", "CAP_KILL"]),
+        "{status}"
+    );
+    assert_eq!(
+        f("CapEff"),
+        caps_hex(&["CAP_CHOWN", "CAP_KILL"]),
+        "{status}"
+    );
 }
 
 #[test]
@@ -178,13 +262,21 @@ fn empty_capabilities_drop_everything() {
     b.caps(&[], true);
     let status = rt.sh_ok(&mut b, "cat /proc/self/status");
     for k in ["CapBnd", "CapEff", "CapPrm", "CapInh", "CapAmb"] {
-        assert_eq!(status_field(&status, k).as_deref(), Some("0000000000000000"), "{k}:\n{status}");
+        assert_eq!(
+            status_field(&status, k).as_deref(),
+            Some("0000000000000000"),
+            "{k}:\n{status}"
+        );
     }
     // and root without CAP_CHOWN cannot chown
     let mut b = Bundle::new();
     b.caps(&[], false).readonly_root(false);
     let out = rt.run_capture(&mut b, &["sh", "-c", "touch /tmp/x && chown 1000 /tmp/x"]);
-    assert_ne!(out.code, Some(0), "chown must fail without CAP_CHOWN:\n{out}");
+    assert_ne!(
+        out.code,
+        Some(0),
+        "chown must fail without CAP_CHOWN:\n{out}"
+    );
 }
 
 #[test]
@@ -195,14 +287,28 @@ fn non_root_user_with_ambient_caps() {
     b.user(1000, 1000, &[]).caps(&caps, true);
     let status = rt.sh_ok(&mut b, "cat /proc/self/status");
     for k in ["CapEff", "CapPrm", "CapAmb", "CapBnd"] {
-        assert_eq!(status_field(&status, k), Some(caps_hex(&caps)), "{k}:\n{status}");
+        assert_eq!(
+            status_field(&status, k),
+            Some(caps_hex(&caps)),
+            "{k}:\n{status}"
+        );
     }
     // non-root without ambient caps ends up with empty effective/permitted
     let mut b = Bundle::new();
-    b.user(1000, 1000, &[]).caps(&caps, false).cap_set("ambient", &[]);
+    b.user(1000, 1000, &[])
+        .caps(&caps, false)
+        .cap_set("ambient", &[]);
     let status = rt.sh_ok(&mut b, "cat /proc/self/status");
-    assert_eq!(status_field(&status, "CapEff").as_deref(), Some("0000000000000000"), "{status}");
-    assert_eq!(status_field(&status, "CapBnd"), Some(caps_hex(&caps)), "{status}");
+    assert_eq!(
+        status_field(&status, "CapEff").as_deref(),
+        Some("0000000000000000"),
+        "{status}"
+    );
+    assert_eq!(
+        status_field(&status, "CapBnd"),
+        Some(caps_hex(&caps)),
+        "{status}"
+    );
 }
 
 #[test]
@@ -235,16 +341,31 @@ fn preserve_fds_passes_extra_fds_with_listen_fds() {
     let f4 = b.path().join("fd4");
     std::fs::write(&f3, "three\n").unwrap();
     std::fs::write(&f4, "four\n").unwrap();
-    b.env("LISTEN_FDS=2").terminal(false).sh("echo LISTEN_FDS=$LISTEN_FDS; cat <&3; cat <&4; ls /proc/self/fd | sort -n | tr '\\n' ' '");
+    b.env("LISTEN_FDS=2").terminal(false).sh(
+        "echo LISTEN_FDS=$LISTEN_FDS; cat <&3; cat <&4; ls /proc/self/fd | sort -n | tr '\\n' ' '",
+    );
     b.write();
     let _g = rt.guard(&b.id);
     let out = rt.exec_opts(
-        &["run", "--preserve-fds", "2", "--bundle", b.path().to_str().unwrap(), &b.id],
-        Opts { fds: vec![(f3, 3), (f4, 4)], ..Opts::default() },
+        &[
+            "run",
+            "--preserve-fds",
+            "2",
+            "--bundle",
+            b.path().to_str().unwrap(),
+            &b.id,
+        ],
+        Opts {
+            fds: vec![(f3, 3), (f4, 4)],
+            ..Opts::default()
+        },
     );
     out.assert_ok();
     // ls opens its directory as fd 5
-    assert_eq!(out.stdout, "LISTEN_FDS=2\nthree\nfour\n0 1 2 3 4 5 ", "{out}");
+    assert_eq!(
+        out.stdout, "LISTEN_FDS=2\nthree\nfour\n0 1 2 3 4 5 ",
+        "{out}"
+    );
 }
 
 #[test]
@@ -257,8 +378,18 @@ fn preserve_fds_limits_what_is_passed() {
     b.write();
     let _g = rt.guard(&b.id);
     let out = rt.exec_opts(
-        &["run", "--preserve-fds", "1", "--bundle", b.path().to_str().unwrap(), &b.id],
-        Opts { fds: vec![(f.clone(), 3), (f, 4)], ..Opts::default() },
+        &[
+            "run",
+            "--preserve-fds",
+            "1",
+            "--bundle",
+            b.path().to_str().unwrap(),
+            &b.id,
+        ],
+        Opts {
+            fds: vec![(f.clone(), 3), (f, 4)],
+            ..Opts::default()
+        },
     );
     out.assert_ok();
     assert_eq!(out.stdout, "x\nfd4-closed\n", "{out}");
@@ -276,10 +407,16 @@ fn no_fds_leak_into_the_container() {
     // the runtime itself gets fds 3, 4 and 9; none may reach the container
     let out = rt.exec_opts(
         &["run", "--bundle", b.path().to_str().unwrap(), &b.id],
-        Opts { fds: vec![(f.clone(), 3), (f.clone(), 4), (f, 9)], ..Opts::default() },
+        Opts {
+            fds: vec![(f.clone(), 3), (f.clone(), 4), (f, 9)],
+            ..Opts::default()
+        },
     );
     out.assert_ok();
-    assert_eq!(out.stdout, "0 1 2 3 ", "only stdio (+ ls's own dir fd 3) expected:\n{out}");
+    assert_eq!(
+        out.stdout, "0 1 2 3 ",
+        "only stdio (+ ls's own dir fd 3) expected:\n{out}"
+    );
 }
 
 #[test]
@@ -291,7 +428,10 @@ fn stdin_is_passed_through_in_foreground_run() {
     let _g = rt.guard(&b.id);
     let out = rt.exec_opts(
         &["run", "--bundle", b.path().to_str().unwrap(), &b.id],
-        Opts { stdin: Some(b"hello\n".to_vec()), ..Opts::default() },
+        Opts {
+            stdin: Some(b"hello\n".to_vec()),
+            ..Opts::default()
+        },
     );
     out.assert_ok();
     assert_eq!(out.stdout, "got:hello\n");

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "rcrun", about = "A runc-compatible OCI container runtime", disable_version_flag = true)]
+#[command(
+    name = "rcrun",
+    about = "A runc-compatible OCI container runtime",
+    disable_version_flag = true
+)]
 pub struct Cli {
     /// Root directory for storage of container state (should be on tmpfs).
     #[arg(long, global = true, default_value = "/run/rcrun")]

@@ -25,7 +25,10 @@ fn main() {
     let logger = match logging::Logger::new(cli.log.as_deref(), cli.log_format, cli.debug) {
         Ok(l) => Arc::new(l),
         Err(e) => {
-            eprintln!("open log file {:?}: {e}", cli.log.as_deref().unwrap_or(Path::new("")));
+            eprintln!(
+                "open log file {:?}: {e}",
+                cli.log.as_deref().unwrap_or(Path::new(""))
+            );
             std::process::exit(1);
         }
     };
@@ -109,7 +112,11 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::Start { id } => container::start::start(&cli.root, id)?,
         Command::Run(a) => {
-            let opts = RunOptions { create: create_options(cli, &a.create)?, detach: a.detach, keep: a.keep };
+            let opts = RunOptions {
+                create: create_options(cli, &a.create)?,
+                detach: a.detach,
+                keep: a.keep,
+            };
             return Ok(container::run::run(opts)?);
         }
         Command::State { id } => {
@@ -157,9 +164,15 @@ fn list(cli: &Cli, format: ListFormat, quiet: bool) -> Result<()> {
         return Ok(());
     }
     // Go's tabwriter as runc configures it: min width 12, padding 3.
-    let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from).to_vec()];
+    let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+        .map(String::from)
+        .to_vec()];
     for e in &entries {
-        let pid = if e.status == rcrun_runtime::state::Status::Stopped { 0 } else { e.state.pid };
+        let pid = if e.status == rcrun_runtime::state::Status::Stopped {
+            0
+        } else {
+            e.state.pid
+        };
         rows.push(vec![
             e.state.id.clone(),
             pid.to_string(),
@@ -170,7 +183,13 @@ fn list(cli: &Cli, format: ListFormat, quiet: bool) -> Result<()> {
         ]);
     }
     let widths: Vec<usize> = (0..6)
-        .map(|c| rows.iter().map(|r| r[c].len() + 3).max().unwrap_or(0).max(12))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].len() + 3)
+                .max()
+                .unwrap_or(0)
+                .max(12)
+        })
         .collect();
     for r in rows {
         let mut line = String::new();
@@ -192,7 +211,12 @@ fn spec(bundle: Option<&Path>, rootless: bool) -> Result<()> {
     if path.exists() {
         bail!("File {} exists. Remove it first", path.display());
     }
-    let ids = rootless.then(|| (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()));
+    let ids = rootless.then(|| {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    });
     let v = rcrun_runtime::default_spec::default_spec(ids);
     let text = serde_json::to_string_pretty(&v)?;
     std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))?;
@@ -205,41 +229,54 @@ fn spec(bundle: Option<&Path>, rootless: bool) -> Result<()> {
 fn runc_style(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut rest = msg;
+    // "... : No such file or directory (os error 2)" -> "... : no such file or directory"
     while let Some(i) = rest.find(" (os error ") {
         let Some(j) = rest[i..].find(')') else { break };
-        out.push_str(&rest[..i]);
+        let seg = &rest[..i];
+        let start = seg.rfind(": ").map(|k| k + 2).unwrap_or(0);
+        out.push_str(&seg[..start]);
+        out.push_str(&lower_first(&seg[start..]));
         rest = &rest[i + j + 1..];
     }
     out.push_str(rest);
-    // "EPERM: Operation not permitted" -> "operation not permitted"
+    // "... : EPERM: Operation not permitted" -> "... : operation not permitted"
     let mut result = String::with_capacity(out.len());
-    let mut lower_next = true;
-    let mut words = out.split_inclusive(' ').peekable();
-    while let Some(w) = words.next() {
-        let bare = w.trim_end();
-        let is_errno = bare.len() > 2
-            && bare.ends_with(':')
-            && bare.starts_with('E')
-            && bare[..bare.len() - 1].bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-        if is_errno {
-            lower_next = true;
-            continue;
+    let mut text = out.as_str();
+    while let Some(k) = text.find(": E") {
+        let after = &text[k + 2..];
+        let word_len = after.find(": ").unwrap_or(0);
+        let word = &after[..word_len];
+        if word_len > 1
+            && word
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
+            result.push_str(&text[..k + 2]);
+            let tail = &after[word_len + 2..];
+            let end = tail.find(": ").unwrap_or(tail.len());
+            result.push_str(&lower_first(&tail[..end]));
+            text = &tail[end..];
+        } else {
+            result.push_str(&text[..k + 3]);
+            text = &text[k + 3..];
         }
-        if lower_next {
-            let mut c = w.chars();
-            if let Some(first) = c.next() {
-                if first.is_ascii_uppercase() && c.clone().next().is_some_and(|n| n.is_ascii_lowercase()) {
-                    result.push(first.to_ascii_lowercase());
-                    result.push_str(c.as_str());
-                    lower_next = false;
-                    continue;
-                }
-            }
-        }
-        lower_next = w.ends_with(": ");
-        result.push_str(w);
     }
+    result.push_str(text);
     result
+}
+
+/// Lower-case an initial capital that starts a lower-case word (strerror text), not acronyms.
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match (c.next(), c.clone().next()) {
+        (Some(f), Some(n)) if f.is_ascii_uppercase() && n.is_ascii_lowercase() => {
+            let mut out = String::with_capacity(s.len());
+            out.push(f.to_ascii_lowercase());
+            out.push_str(c.as_str());
+            out
+        }
+        _ => s.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -252,7 +289,13 @@ mod tests {
             runc_style("open /x/config.json: No such file or directory (os error 2)"),
             "open /x/config.json: no such file or directory"
         );
-        assert_eq!(runc_style("mount a to b: EPERM: Operation not permitted"), "mount a to b: operation not permitted");
-        assert_eq!(runc_style("container with id exists: Foo"), "container with id exists: Foo");
+        assert_eq!(
+            runc_style("mount a to b: EPERM: Operation not permitted"),
+            "mount a to b: operation not permitted"
+        );
+        assert_eq!(
+            runc_style("container with id exists: Foo"),
+            "container with id exists: Foo"
+        );
     }
 }

@@ -7,7 +7,10 @@ use oci_spec::runtime::{Capabilities, LinuxCapabilities};
 #[derive(Debug, thiserror::Error)]
 pub enum CapsError {
     #[error("capabilities: {op}: {source}")]
-    Apply { op: String, source: caps::errors::CapsError },
+    Apply {
+        op: String,
+        source: caps::errors::CapsError,
+    },
     #[error("process.capabilities: effective set has {0} which is not in the permitted set")]
     NotPermitted(String),
 }
@@ -52,7 +55,10 @@ pub fn resolve(caps: Option<&LinuxCapabilities>) -> Resolved {
 }
 
 fn apply_err(op: &str) -> impl FnOnce(caps::errors::CapsError) -> CapsError + '_ {
-    move |source| CapsError::Apply { op: op.to_string(), source }
+    move |source| CapsError::Apply {
+        op: op.to_string(),
+        source,
+    }
 }
 
 /// Drop everything outside the bounding set (before changing user, while we still can).

@@ -14,9 +14,15 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
     #[error("connect to console socket {path}: {source}")]
-    Connect { path: String, source: std::io::Error },
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("console: {what}: {source}")]
-    Sys { what: &'static str, source: nix::Error },
+    Sys {
+        what: &'static str,
+        source: nix::Error,
+    },
     #[error("console: the console socket peer sent no file descriptor")]
     NoFd,
 }
@@ -27,30 +33,47 @@ fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> ConsoleError {
 
 /// Connect to a `--console-socket` (in the runtime, before the clone, so errors come early).
 pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
-    let s = std::os::unix::net::UnixStream::connect(path).map_err(|source| ConsoleError::Connect {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let s =
+        std::os::unix::net::UnixStream::connect(path).map_err(|source| ConsoleError::Connect {
+            path: path.display().to_string(),
+            source,
+        })?;
     Ok(OwnedFd::from(s))
 }
 
 /// In the container (after pivot_root): make the pty, send the master, adopt the slave.
 pub fn setup_in_container(socket: RawFd, size: Option<(u16, u16)>) -> Result<(), ConsoleError> {
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(sys("open /dev/ptmx"))?;
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(sys("open /dev/ptmx"))?;
     grantpt(&master).map_err(sys("grantpt"))?;
     unlockpt(&master).map_err(sys("unlockpt"))?;
     let name = ptsname_r(&master).map_err(sys("ptsname"))?;
     if let Some((rows, cols)) = size {
-        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCSWINSZ with a valid winsize on a pty master we own.
         unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
     }
-    let slave = nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY, nix::sys::stat::Mode::empty())
-        .map_err(sys("open pty slave"))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(sys("open pty slave"))?;
     let fds = [master.as_raw_fd()];
     let iov = [IoSlice::new(name.as_bytes())];
-    sendmsg::<()>(socket, &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .map_err(sys("send pty master"))?;
+    sendmsg::<()>(
+        socket,
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(sys("send pty master"))?;
     drop(master);
     for fd in 0..3 {
         nix::unistd::dup2(slave, fd).map_err(sys("dup pty slave onto stdio"))?;
@@ -60,7 +83,10 @@ pub fn setup_in_container(socket: RawFd, size: Option<(u16, u16)>) -> Result<(),
     }
     // SAFETY: TIOCSCTTY on our stdin, which is now the slave; we are a session leader.
     if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
-        return Err(ConsoleError::Sys { what: "set controlling terminal", source: nix::Error::last() });
+        return Err(ConsoleError::Sys {
+            what: "set controlling terminal",
+            source: nix::Error::last(),
+        });
     }
     Ok(())
 }
@@ -70,8 +96,13 @@ pub fn recv_master(socket: RawFd) -> Result<OwnedFd, ConsoleError> {
     let mut buf = [0u8; 256];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(socket, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(sys("receive pty master"))?;
+    let msg = recvmsg::<()>(
+        socket,
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(sys("receive pty master"))?;
     for c in msg.cmsgs().map_err(sys("read control message"))? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(fd) = fds.first() {
@@ -85,14 +116,24 @@ pub fn recv_master(socket: RawFd) -> Result<OwnedFd, ConsoleError> {
 
 /// The window size of a terminal fd, if it is one.
 pub fn window_size(fd: RawFd) -> Option<(u16, u16)> {
-    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCGWINSZ writes into our struct.
     let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
     (rc == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
 pub fn set_window_size(fd: RawFd, rows: u16, cols: u16) {
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ with a valid struct.
     unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
 }

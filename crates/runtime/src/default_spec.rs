@@ -15,11 +15,23 @@ const MASKED: [&str; 10] = [
     "/sys/firmware",
     "/proc/scsi",
 ];
-const READONLY: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+const READONLY: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// runc's default spec; `rootless` gives the variant for an unprivileged user `uid`/`gid`.
 pub fn default_spec(rootless: Option<(u32, u32)>) -> Value {
-    let mut devpts = vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"];
+    let mut devpts = vec![
+        "nosuid",
+        "noexec",
+        "newinstance",
+        "ptmxmode=0666",
+        "mode=0620",
+    ];
     if rootless.is_none() {
         devpts.push("gid=5");
     }

@@ -9,7 +9,12 @@ pub struct FdError(#[source] std::io::Error);
 pub fn cloexec_from(first: i32) -> Result<(), FdError> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC closes nothing, it only sets flags.
     let rc = unsafe {
-        libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC)
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
     };
     if rc == 0 {
         return Ok(());
@@ -31,5 +36,8 @@ pub fn cloexec_from(first: i32) -> Result<(), FdError> {
 
 /// Number of sockets systemd passed us (LISTEN_FDS), which runc forwards to the container.
 pub fn listen_fds() -> usize {
-    std::env::var("LISTEN_FDS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }

@@ -11,11 +11,23 @@ use oci_spec::runtime::Hook;
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("{kind} hook {path}: start: {source}")]
-    Spawn { kind: &'static str, path: String, source: std::io::Error },
+    Spawn {
+        kind: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{kind} hook {path}: {status}")]
-    Failed { kind: &'static str, path: String, status: String },
+    Failed {
+        kind: &'static str,
+        path: String,
+        status: String,
+    },
     #[error("{kind} hook {path}: timed out after {secs}s")]
-    Timeout { kind: &'static str, path: String, secs: i64 },
+    Timeout {
+        kind: &'static str,
+        path: String,
+        secs: i64,
+    },
 }
 
 /// Run `hooks` in order; the first failure stops the list and is returned.
@@ -49,7 +61,11 @@ fn run_one(kind: &'static str, h: &Hook, state: &str) -> Result<(), HookError> {
         }
     }
     cmd.stdin(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| HookError::Spawn { kind, path: path.clone(), source })?;
+    let mut child = cmd.spawn().map_err(|source| HookError::Spawn {
+        kind,
+        path: path.clone(),
+        source,
+    })?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that never reads its stdin is fine: ignore EPIPE.
         let _ = stdin.write_all(state.as_bytes());
@@ -61,9 +77,17 @@ fn run_one(kind: &'static str, h: &Hook, state: &str) -> Result<(), HookError> {
             return Err(HookError::Timeout { kind, path, secs });
         }
     }
-    let status = child.wait().map_err(|source| HookError::Spawn { kind, path: path.clone(), source })?;
+    let status = child.wait().map_err(|source| HookError::Spawn {
+        kind,
+        path: path.clone(),
+        source,
+    })?;
     if !status.success() {
-        return Err(HookError::Failed { kind, path, status: status.to_string() });
+        return Err(HookError::Failed {
+            kind,
+            path,
+            status: status.to_string(),
+        });
     }
     Ok(())
 }
@@ -78,7 +102,11 @@ fn wait_with_timeout(pid: i32, secs: i64) -> bool {
     }
     // SAFETY: fd was just returned by the kernel and is ours.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs as u64);
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());

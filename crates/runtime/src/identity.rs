@@ -25,9 +25,15 @@ pub fn switch(user: &User, setgroups_allowed: bool) -> Result<(), IdentityError>
         setgroups(&groups).map_err(|source| IdentityError::Groups { gids, source })?;
     }
     let gid = Gid::from_raw(user.gid());
-    setresgid(gid, gid, gid).map_err(|source| IdentityError::Gid { gid: user.gid(), source })?;
+    setresgid(gid, gid, gid).map_err(|source| IdentityError::Gid {
+        gid: user.gid(),
+        source,
+    })?;
     let uid = Uid::from_raw(user.uid());
-    setresuid(uid, uid, uid).map_err(|source| IdentityError::Uid { uid: user.uid(), source })?;
+    setresuid(uid, uid, uid).map_err(|source| IdentityError::Uid {
+        uid: user.uid(),
+        source,
+    })?;
     Ok(())
 }
 
@@ -49,7 +55,9 @@ pub fn home_dir(uid: u32) -> String {
 /// unwritable for a non-root process. /dev/null and ttys are left alone.
 pub fn fix_stdio_owner(uid: u32, gid: u32) {
     for fd in 0..3 as RawFd {
-        let Ok(st) = nix::sys::stat::fstat(fd) else { continue };
+        let Ok(st) = nix::sys::stat::fstat(fd) else {
+            continue;
+        };
         let kind = st.st_mode & libc::S_IFMT;
         if kind == libc::S_IFCHR || (st.st_uid == uid && st.st_gid == gid) {
             continue;

@@ -82,12 +82,15 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     let spec = cfg.spec;
     if cfg.plan.new_user {
         // Now that the maps exist, become root of the new user namespace.
-        nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setgid 0 in user namespace: {e}"))?;
-        nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setuid 0 in user namespace: {e}"))?;
+        nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+            .map_err(|e| format!("setgid 0 in user namespace: {e}"))?;
+        nix::unistd::setresuid(0.into(), 0.into(), 0.into())
+            .map_err(|e| format!("setuid 0 in user namespace: {e}"))?;
     }
     if crate::spec::creates_namespace(spec, LinuxNamespaceType::Cgroup) {
         // After the parent moved us into the container's cgroup, so that it becomes the root.
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare cgroup namespace: {e}"))?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| format!("unshare cgroup namespace: {e}"))?;
     }
     if cfg.plan.new_time {
         namespaces::unshare_time(spec).map_err(s)?;
@@ -99,7 +102,10 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
         // SAFETY: setdomainname with a valid buffer and length.
         if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
-            return Err(format!("domainname {d:?}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "domainname {d:?}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     if !cfg.no_new_keyring {
@@ -111,7 +117,12 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
         spec,
         rootfs: cfg.rootfs,
         bundle: cfg.bundle,
-        in_userns: cfg.plan.new_user || cfg.plan.join.iter().any(|(t, _)| *t == LinuxNamespaceType::User),
+        in_userns: cfg.plan.new_user
+            || cfg
+                .plan
+                .join
+                .iter()
+                .any(|(t, _)| *t == LinuxNamespaceType::User),
         new_netns: crate::spec::creates_namespace(spec, LinuxNamespaceType::Network),
         new_cgroupns: crate::spec::creates_namespace(spec, LinuxNamespaceType::Cgroup),
         cgroup_path: cfg.cgroup_path.as_deref(),
@@ -130,14 +141,21 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     let mut hook_state = cfg.hook_state.clone();
     hook_state["pid"] = own_pid.into();
     let state = hook_state.to_string();
-    if let Some(h) = spec.hooks().as_ref().and_then(|h| h.create_container().as_ref()) {
+    if let Some(h) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.create_container().as_ref())
+    {
         hooks::run_all("createContainer", h, &state).map_err(s)?;
     }
     rootfs::finish(&ctx, cfg.no_pivot).map_err(s)?;
     drop(_span);
 
     if let Some(fd) = cfg.console_fd {
-        let size = process.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16));
+        let size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
         console::setup_in_container(fd, size).map_err(s)?;
         let _ = nix::unistd::close(fd);
     }
@@ -158,14 +176,22 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     if let Some(p) = process.scheduler() {
         sched::set_scheduler(p).map_err(s)?;
     }
-    lsm::apply_on_exec(process.apparmor_profile().as_deref(), process.selinux_label().as_deref()).map_err(s)?;
+    lsm::apply_on_exec(
+        process.apparmor_profile().as_deref(),
+        process.selinux_label().as_deref(),
+    )
+    .map_err(s)?;
     if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         // Filter generation for every architecture is its own component (issue 5).
         tracing::warn!(default_action = ?seccomp.default_action(), "linux.seccomp is not enforced yet; ignored");
     }
 
     let user = process.user();
-    let env = build_env(process.env().as_deref().unwrap_or(&[]), user.uid(), cfg.listen_fds);
+    let env = build_env(
+        process.env().as_deref().unwrap_or(&[]),
+        user.uid(),
+        cfg.listen_fds,
+    );
     let args = process.args().as_deref().unwrap_or(&[]);
     let prog = find_executable(&args[0], &env)?;
     let c_args: Vec<CString> = args.iter().map(|a| cstring(a)).collect::<Step<_>>()?;
@@ -179,16 +205,24 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     let setgroups_ok = !cfg.rootless;
     identity::switch(user, setgroups_ok).map_err(s)?;
     nix::unistd::chdir(process.cwd()).map_err(|e| {
-        format!("chdir to cwd ({:?}) set in config.json failed: {e}", process.cwd())
+        format!(
+            "chdir to cwd ({:?}) set in config.json failed: {e}",
+            process.cwd()
+        )
     })?;
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0) };
     capabilities::apply(&caps).map_err(s)?;
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(user.umask().unwrap_or(0o022) as _));
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        user.umask().unwrap_or(0o022) as _,
+    ));
     if process.no_new_privileges().unwrap_or(false) {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(format!("set no_new_privs: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "set no_new_privs: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     fds::cloexec_from(3 + cfg.preserved as i32).map_err(s)?;
@@ -199,7 +233,11 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     chan.send(&Msg::Ready).map_err(s)?;
     wait_for_start(cfg.fifo_fd)?;
 
-    if let Some(h) = spec.hooks().as_ref().and_then(|h| h.start_container().as_ref()) {
+    if let Some(h) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.start_container().as_ref())
+    {
         hook_state["status"] = "created".into();
         let started = hook_state.to_string();
         if let Err(e) = hooks::run_all("startContainer", h, &started) {
@@ -208,14 +246,28 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
             unsafe { libc::_exit(1) }
         }
     }
-    let argv: Vec<*const libc::c_char> = c_args.iter().map(|c| c.as_ptr()).chain(Some(std::ptr::null())).collect();
-    let envp: Vec<*const libc::c_char> = c_env.iter().map(|c| c.as_ptr()).chain(Some(std::ptr::null())).collect();
+    let argv: Vec<*const libc::c_char> = c_args
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain(Some(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = c_env
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain(Some(std::ptr::null()))
+        .collect();
     // SAFETY: NUL-terminated argument and environment vectors built above.
     unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     let err = std::io::Error::last_os_error();
     eprintln!("exec {:?}: {err}", args[0]);
     // SAFETY: as above.
-    unsafe { libc::_exit(if err.raw_os_error() == Some(libc::ENOENT) { 127 } else { 126 }) }
+    unsafe {
+        libc::_exit(if err.raw_os_error() == Some(libc::ENOENT) {
+            127
+        } else {
+            126
+        })
+    }
 }
 
 fn cstring(s: &str) -> Step<CString> {
@@ -275,9 +327,9 @@ fn find_executable(name: &str, env: &[String]) -> Step<CString> {
     if name.contains('/') {
         return match check(Path::new(name)) {
             Ok(()) => cstring(name),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(format!("exec: {name:?}: stat {name}: no such file or directory"))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                "exec: {name:?}: stat {name}: no such file or directory"
+            )),
             Err(_) => Err(format!("exec: {name:?}: permission denied")),
         };
     }
@@ -292,7 +344,8 @@ fn find_executable(name: &str, env: &[String]) -> Step<CString> {
         let cand = Path::new(dir).join(name);
         match check(&cand) {
             Ok(()) => {
-                return CString::new(cand.as_os_str().as_bytes()).map_err(|_| format!("exec: {name:?}: invalid path"))
+                return CString::new(cand.as_os_str().as_bytes())
+                    .map_err(|_| format!("exec: {name:?}: invalid path"))
             }
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => denied = true,
             Err(_) => {}
@@ -301,5 +354,7 @@ fn find_executable(name: &str, env: &[String]) -> Step<CString> {
     if denied {
         return Err(format!("exec: {name:?}: permission denied"));
     }
-    Err(format!("exec: {name:?}: executable file not found in $PATH"))
+    Err(format!(
+        "exec: {name:?}: executable file not found in $PATH"
+    ))
 }

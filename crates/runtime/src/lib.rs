@@ -12,6 +12,9 @@
 //! - [`cgroups`]: cgroup v1/v2 through youki's `libcgroups`; [`hooks`]: OCI hooks; [`console`]: ptys.
 //! - [`sync`]: the message channel between the runtime and the container's first process.
 
+// Errors carry the paths and values a user needs to see; they travel on cold paths only.
+#![allow(clippy::result_large_err)]
+
 pub mod capabilities;
 pub mod cgroups;
 pub mod console;

@@ -8,11 +8,17 @@ pub enum LsmError {
     #[error("process.selinuxLabel {0:?}: SELinux is not enabled on this host")]
     SelinuxAbsent(String),
     #[error("{what} {value:?}: write {file}: {source}")]
-    Apply { what: &'static str, value: String, file: &'static str, source: std::io::Error },
+    Apply {
+        what: &'static str,
+        value: String,
+        file: &'static str,
+        source: std::io::Error,
+    },
 }
 
 pub fn apparmor_enabled() -> bool {
-    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.starts_with('Y'))
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'))
 }
 
 pub fn selinux_enabled() -> bool {

@@ -9,7 +9,13 @@ use nix::mount::{mount, MsFlags};
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error("mount {source_path} to {dest} (type {fstype}, options {data:?}): {errno}")]
-    Mount { source_path: String, dest: PathBuf, fstype: String, data: String, errno: nix::Error },
+    Mount {
+        source_path: String,
+        dest: PathBuf,
+        fstype: String,
+        data: String,
+        errno: nix::Error,
+    },
     #[error("mount destination {dest}: {msg}")]
     Destination { dest: PathBuf, msg: String },
     #[error("mount option {0:?} is not supported")]
@@ -84,11 +90,13 @@ pub fn parse_options(opts: &[String]) -> Result<Options, MountError> {
             }
             "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
             | "runbindable" => {
-                o.propagation.push(propagation_flag(opt).unwrap_or(MsFlags::MS_PRIVATE));
+                o.propagation
+                    .push(propagation_flag(opt).unwrap_or(MsFlags::MS_PRIVATE));
                 continue;
             }
-            "rro" | "rrw" | "rnosuid" | "rsuid" | "rnodev" | "rdev" | "rnoexec" | "rexec" | "rnoatime"
-            | "ratime" | "rrelatime" | "rstrictatime" | "rnodiratime" | "rdiratime" => {
+            "rro" | "rrw" | "rnosuid" | "rsuid" | "rnodev" | "rdev" | "rnoexec" | "rexec"
+            | "rnoatime" | "ratime" | "rrelatime" | "rstrictatime" | "rnodiratime"
+            | "rdiratime" => {
                 let (set, clr) = rec_attr(opt);
                 o.rec_attr_set |= set;
                 o.rec_attr_clr |= clr;
@@ -164,7 +172,12 @@ struct MountAttr {
 /// Apply attributes to a whole mount tree (the `r*` options), kernel 5.12+.
 pub fn set_recursive_attrs(dest: &Path, set: u64, clr: u64) -> Result<(), MountError> {
     let c = cstr(dest)?;
-    let attr = MountAttr { attr_set: set, attr_clr: clr, propagation: 0, userns_fd: 0 };
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clr,
+        propagation: 0,
+        userns_fd: 0,
+    };
     // SAFETY: valid C string and a correctly sized attr struct.
     let rc = unsafe {
         libc::syscall(
@@ -205,7 +218,9 @@ pub fn do_mount(
     data: Option<&str>,
 ) -> Result<(), MountError> {
     mount(source, dest, fstype, flags, data).map_err(|errno| MountError::Mount {
-        source_path: source.map(|s| s.display().to_string()).unwrap_or_else(|| "none".into()),
+        source_path: source
+            .map(|s| s.display().to_string())
+            .unwrap_or_else(|| "none".into()),
         dest: dest.to_path_buf(),
         fstype: fstype.unwrap_or("").to_string(),
         data: data.unwrap_or("").to_string(),
@@ -246,7 +261,10 @@ pub fn bind_remount(dest: &Path, flags: MsFlags) -> Result<(), MountError> {
     let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
     let keep = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     match do_mount(None, dest, None, base | keep, None) {
-        Err(MountError::Mount { errno: nix::Error::EPERM, .. }) => {
+        Err(MountError::Mount {
+            errno: nix::Error::EPERM,
+            ..
+        }) => {
             let locked = locked_flags(dest) & !MsFlags::MS_RDONLY;
             do_mount(None, dest, None, base | keep | locked, None)
         }
@@ -269,8 +287,13 @@ mod tests {
             "rro".into(),
         ])
         .unwrap();
-        assert!(o.flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME));
-        assert_eq!(o.data, vec!["mode=755".to_string(), "size=65536k".to_string()]);
+        assert!(o
+            .flags
+            .contains(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME));
+        assert_eq!(
+            o.data,
+            vec!["mode=755".to_string(), "size=65536k".to_string()]
+        );
         assert_eq!(o.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
         assert_eq!(o.rec_attr_set, MOUNT_ATTR_RDONLY);
         let rw = parse_options(&["ro".into(), "rw".into()]).unwrap();

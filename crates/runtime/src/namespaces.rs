@@ -12,11 +12,22 @@ use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
     #[error("open {typ} namespace {path}: {source}")]
-    Open { typ: String, path: PathBuf, source: std::io::Error },
+    Open {
+        typ: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("join {typ} namespace {path}: {source}")]
-    Join { typ: String, path: PathBuf, source: nix::Error },
+    Join {
+        typ: String,
+        path: PathBuf,
+        source: nix::Error,
+    },
     #[error("write {file}: {source}")]
-    Write { file: String, source: std::io::Error },
+    Write {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("unshare {typ} namespace: {source}")]
     Unshare { typ: String, source: nix::Error },
 }
@@ -72,7 +83,8 @@ impl Plan {
             }
         }
         // Joining a user namespace must come first: it decides our privileges for the rest.
-        plan.join.sort_by_key(|(t, _)| *t != LinuxNamespaceType::User);
+        plan.join
+            .sort_by_key(|(t, _)| *t != LinuxNamespaceType::User);
         plan.new_user = plan.clone_flags.contains(CloneFlags::CLONE_NEWUSER);
         plan.new_pid = plan.clone_flags.contains(CloneFlags::CLONE_NEWPID);
         plan.new_mount = plan.clone_flags.contains(CloneFlags::CLONE_NEWNS);
@@ -87,13 +99,21 @@ impl Plan {
 
 /// Open a namespace file; done before any join so a bad path fails before anything changed.
 pub fn open(typ: LinuxNamespaceType, path: &PathBuf) -> Result<File, NamespaceError> {
-    File::open(path).map_err(|source| NamespaceError::Open { typ: typ.to_string(), path: path.clone(), source })
-}
-
-pub fn join(typ: LinuxNamespaceType, path: &PathBuf, file: &File) -> Result<(), NamespaceError> {
-    nix::sched::setns(file.as_fd(), flag(typ)).map_err(|source| NamespaceError::Join {
+    File::open(path).map_err(|source| NamespaceError::Open {
         typ: typ.to_string(),
         path: path.clone(),
+        source,
+    })
+}
+
+pub fn join(
+    typ: LinuxNamespaceType,
+    path: &std::path::Path,
+    file: &File,
+) -> Result<(), NamespaceError> {
+    nix::sched::setns(file.as_fd(), flag(typ)).map_err(|source| NamespaceError::Join {
+        typ: typ.to_string(),
+        path: path.to_path_buf(),
         source,
     })
 }
@@ -101,7 +121,12 @@ pub fn join(typ: LinuxNamespaceType, path: &PathBuf, file: &File) -> Result<(), 
 fn map_text(maps: &[LinuxIdMapping]) -> String {
     let mut s = String::new();
     for m in maps {
-        s.push_str(&format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()));
+        s.push_str(&format!(
+            "{} {} {}\n",
+            m.container_id(),
+            m.host_id(),
+            m.size()
+        ));
     }
     s
 }
@@ -112,7 +137,9 @@ fn write_file(file: String, data: &str) -> Result<(), NamespaceError> {
 
 /// Write the uid/gid maps of a new user namespace from the parent, as the kernel requires.
 pub fn write_id_maps(pid: i32, spec: &Spec, rootless: bool) -> Result<(), NamespaceError> {
-    let Some(linux) = spec.linux() else { return Ok(()) };
+    let Some(linux) = spec.linux() else {
+        return Ok(());
+    };
     if rootless {
         // An unprivileged writer may map its gid only after denying setgroups.
         write_file(format!("/proc/{pid}/setgroups"), "deny")?;
@@ -128,9 +155,17 @@ pub fn write_id_maps(pid: i32, spec: &Spec, rootless: bool) -> Result<(), Namesp
 
 /// Create the time namespace for our children and exec, and set its clock offsets.
 pub fn unshare_time(spec: &Spec) -> Result<(), NamespaceError> {
-    nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
-        .map_err(|source| NamespaceError::Unshare { typ: "time".into(), source })?;
-    let Some(offsets) = spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref()) else {
+    nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)).map_err(|source| {
+        NamespaceError::Unshare {
+            typ: "time".into(),
+            source,
+        }
+    })?;
+    let Some(offsets) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref())
+    else {
         return Ok(());
     };
     let mut text = String::new();
@@ -168,7 +203,11 @@ pub fn check_sysctl(key: &str, nss: &HashSet<LinuxNamespaceType>) -> Result<(), 
     };
     match needs {
         Some((typ, _)) if nss.contains(&typ) => Ok(()),
-        Some((_, name)) => Err(format!("linux.sysctl: {key:?} is not allowed in the host's {name} namespace")),
-        None => Err(format!("linux.sysctl: {key:?} is not in a separate kernel namespace")),
+        Some((_, name)) => Err(format!(
+            "linux.sysctl: {key:?} is not allowed in the host's {name} namespace"
+        )),
+        None => Err(format!(
+            "linux.sysctl: {key:?} is not in a separate kernel namespace"
+        )),
     }
 }

@@ -35,11 +35,16 @@ fn resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
 
 pub fn apply(limits: &[PosixRlimit]) -> Result<(), RlimitError> {
     for l in limits {
-        let rl = libc::rlimit { rlim_cur: l.soft() as libc::rlim_t, rlim_max: l.hard() as libc::rlim_t };
+        let rl = libc::rlimit {
+            rlim_cur: l.soft() as libc::rlim_t,
+            rlim_max: l.hard() as libc::rlim_t,
+        };
         // SAFETY: plain syscall with a valid struct.
         if unsafe { libc::setrlimit(resource(l.typ()), &rl) } != 0 {
             return Err(RlimitError {
-                name: format!("{:?}", l.typ()).to_uppercase().replace("RLIMIT", "RLIMIT_"),
+                name: format!("{:?}", l.typ())
+                    .to_uppercase()
+                    .replace("RLIMIT", "RLIMIT_"),
                 soft: l.soft(),
                 hard: l.hard(),
                 source: std::io::Error::last_os_error(),

@@ -24,7 +24,11 @@ pub enum RootfsError {
     #[error(transparent)]
     Resolve(#[from] SecurePathError),
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{what}: {source}")]
     Sys { what: String, source: nix::Error },
     #[error("linux.rootfsPropagation: unknown value {0:?}")]
@@ -32,7 +36,11 @@ pub enum RootfsError {
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RootfsError + 'a {
-    move |source| RootfsError::Io { what, path: path.to_path_buf(), source }
+    move |source| RootfsError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> RootfsError {
@@ -55,7 +63,9 @@ pub struct Context<'a> {
 /// Everything before the createContainer hooks.
 pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
     let linux = ctx.spec.linux().as_ref();
-    let prop = linux.and_then(|l| l.rootfs_propagation().as_deref()).unwrap_or("");
+    let prop = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .unwrap_or("");
     let root_flags = if prop.is_empty() {
         MsFlags::MS_SLAVE | MsFlags::MS_REC
     } else {
@@ -66,7 +76,13 @@ pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
         // pivot_root refuses a new root whose parent mount is shared.
         make_parent_private(ctx.rootfs)?;
     }
-    mounts::do_mount(Some(ctx.rootfs), ctx.rootfs, Some("bind"), MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    mounts::do_mount(
+        Some(ctx.rootfs),
+        ctx.rootfs,
+        Some("bind"),
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
 
     let mut dev_bound = false;
     for m in ctx.spec.mounts().as_deref().unwrap_or(&[]) {
@@ -89,7 +105,13 @@ pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
 pub fn finish(ctx: &Context, no_pivot: bool) -> Result<(), RootfsError> {
     if no_pivot {
         chdir(ctx.rootfs).map_err(sys("chdir to rootfs"))?;
-        mounts::do_mount(Some(Path::new(".")), Path::new("/"), None, MsFlags::MS_MOVE, None)?;
+        mounts::do_mount(
+            Some(Path::new(".")),
+            Path::new("/"),
+            None,
+            MsFlags::MS_MOVE,
+            None,
+        )?;
         chroot(".").map_err(sys("chroot"))?;
     } else {
         do_pivot(ctx.rootfs)?;
@@ -103,17 +125,35 @@ pub fn finish(ctx: &Context, no_pivot: bool) -> Result<(), RootfsError> {
             std::fs::write(&path, v.as_bytes()).map_err(io("linux.sysctl: write", &path))?;
         }
     }
-    for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
+    for p in linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         readonly_path(Path::new(p))?;
     }
-    for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
+    for p in linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         mask_path(Path::new(p))?;
     }
-    if ctx.spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    if ctx
+        .spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         mounts::bind_remount(Path::new("/"), MsFlags::MS_RDONLY)?;
     }
-    if let Some(p) = linux.and_then(|l| l.rootfs_propagation().as_deref()).filter(|p| !p.is_empty()) {
-        let f = mounts::propagation_flag(p).ok_or_else(|| RootfsError::Propagation(p.to_string()))?;
+    if let Some(p) = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .filter(|p| !p.is_empty())
+    {
+        let f =
+            mounts::propagation_flag(p).ok_or_else(|| RootfsError::Propagation(p.to_string()))?;
         mounts::do_mount(None, Path::new("/"), None, f, None)?;
     }
     Ok(())
@@ -127,7 +167,13 @@ fn do_pivot(rootfs: &Path) -> Result<(), RootfsError> {
     // The old root is now stacked under the new one at "."; detach it without letting the
     // unmount propagate back to the host.
     fchdir(old.as_raw_fd()).map_err(sys("fchdir to old root"))?;
-    mounts::do_mount(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+    mounts::do_mount(
+        None,
+        Path::new("."),
+        None,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None,
+    )?;
     umount2(".", MntFlags::MNT_DETACH).map_err(sys("unmount old root"))?;
     Ok(())
 }
@@ -137,9 +183,15 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
         .map_err(io("read", Path::new("/proc/self/mountinfo")))?;
     let mut best: Option<PathBuf> = None;
     for line in info.lines() {
-        let Some(mp) = line.split(' ').nth(4) else { continue };
+        let Some(mp) = line.split(' ').nth(4) else {
+            continue;
+        };
         let mp = PathBuf::from(unescape(mp));
-        if rootfs.starts_with(&mp) && best.as_ref().is_none_or(|b| mp.as_os_str().len() > b.as_os_str().len()) {
+        if rootfs.starts_with(&mp)
+            && best
+                .as_ref()
+                .is_none_or(|b| mp.as_os_str().len() > b.as_os_str().len())
+        {
             best = Some(mp);
         }
     }
@@ -151,7 +203,10 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// Realise one `mounts` entry inside the rootfs.
@@ -163,7 +218,11 @@ fn mount_entry(ctx: &Context, m: &Mount) -> Result<(), RootfsError> {
 
     if is_bind {
         let src = m.source().clone().unwrap_or_default();
-        let src = if src.is_absolute() { src } else { ctx.bundle.join(src) };
+        let src = if src.is_absolute() {
+            src
+        } else {
+            ctx.bundle.join(src)
+        };
         let meta = std::fs::metadata(&src).map_err(io("mount source", &src))?;
         make_target(&dest, meta.is_dir())?;
         let mut flags = MsFlags::MS_BIND;
@@ -193,7 +252,10 @@ fn mount_entry(ctx: &Context, m: &Mount) -> Result<(), RootfsError> {
         match res {
             // sysfs cannot be mounted in a user namespace without its own network namespace:
             // runc falls back to a recursive bind of the host's /sys.
-            Err(MountError::Mount { errno: nix::Error::EPERM, .. }) if typ == "sysfs" && ctx.in_userns => {
+            Err(MountError::Mount {
+                errno: nix::Error::EPERM,
+                ..
+            }) if typ == "sysfs" && ctx.in_userns => {
                 mounts::do_mount(
                     Some(Path::new("/sys")),
                     &dest,
@@ -235,31 +297,88 @@ fn make_target(dest: &Path, dir: bool) -> Result<(), RootfsError> {
 /// A cgroup mount: on cgroup v2 a cgroup2 filesystem (with a cgroup namespace) or a bind of the
 /// container's cgroup; on v1/hybrid a tmpfs holding one bind per hierarchy, as runc builds it.
 fn mount_cgroup(ctx: &Context, dest: &Path, opts: &mounts::Options) -> Result<(), RootfsError> {
-    let flags = opts.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
+    let flags = opts.flags
+        & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
     let cg = ctx.cgroup_path.unwrap_or(Path::new("/"));
     let rel = cg.strip_prefix("/").unwrap_or(cg);
     let hierarchies = cgroup_mounts()?;
-    let unified_only = hierarchies.iter().all(|h| h.fstype == "cgroup2") && hierarchies.iter().any(|h| h.mount_point == Path::new("/sys/fs/cgroup"));
+    let unified_only = hierarchies.iter().all(|h| h.fstype == "cgroup2")
+        && hierarchies
+            .iter()
+            .any(|h| h.mount_point == Path::new("/sys/fs/cgroup"));
     if unified_only {
         if ctx.new_cgroupns {
-            mounts::do_mount(Some(Path::new("cgroup2")), dest, Some("cgroup2"), flags | if ro { MsFlags::MS_RDONLY } else { MsFlags::empty() }, None)?;
+            mounts::do_mount(
+                Some(Path::new("cgroup2")),
+                dest,
+                Some("cgroup2"),
+                flags
+                    | if ro {
+                        MsFlags::MS_RDONLY
+                    } else {
+                        MsFlags::empty()
+                    },
+                None,
+            )?;
         } else {
             let src = Path::new("/sys/fs/cgroup").join(rel);
-            mounts::do_mount(Some(&src), dest, Some("bind"), MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-            mounts::bind_remount(dest, flags | if ro { MsFlags::MS_RDONLY } else { MsFlags::empty() })?;
+            mounts::do_mount(
+                Some(&src),
+                dest,
+                Some("bind"),
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            mounts::bind_remount(
+                dest,
+                flags
+                    | if ro {
+                        MsFlags::MS_RDONLY
+                    } else {
+                        MsFlags::empty()
+                    },
+            )?;
         }
         return Ok(());
     }
-    mounts::do_mount(Some(Path::new("tmpfs")), dest, Some("tmpfs"), flags, Some("mode=755"))?;
-    for h in &hierarchies {
-        let Some(name) = h.mount_point.file_name() else { continue };
+    mounts::do_mount(
+        Some(Path::new("tmpfs")),
+        dest,
+        Some("tmpfs"),
+        flags,
+        Some("mode=755"),
+    )?;
+    // runc leaves the hybrid layout's cgroup2 mount out of v1 containers, and the tmpfs itself
+    // writable (each hierarchy bind is read-only): the same view under both runtimes.
+    for h in hierarchies.iter().filter(|h| h.fstype == "cgroup") {
+        let Some(name) = h.mount_point.file_name() else {
+            continue;
+        };
         let target = dest.join(name);
         std::fs::create_dir_all(&target).map_err(io("create cgroup mount point", &target))?;
         let src = h.mount_point.join(rel);
-        let src = if src.exists() { src } else { h.mount_point.clone() };
-        mounts::do_mount(Some(&src), &target, Some("bind"), MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        mounts::bind_remount(&target, flags | if ro { MsFlags::MS_RDONLY } else { MsFlags::empty() })?;
+        let src = if src.exists() {
+            src
+        } else {
+            h.mount_point.clone()
+        };
+        mounts::do_mount(
+            Some(&src),
+            &target,
+            Some("bind"),
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        mounts::bind_remount(
+            &target,
+            flags
+                | if ro {
+                    MsFlags::MS_RDONLY
+                } else {
+                    MsFlags::empty()
+                },
+        )?;
         // Co-mounted controllers (cpu,cpuacct) get the per-controller symlinks runc makes.
         if let Some(n) = name.to_str() {
             if n.contains(',') {
@@ -271,9 +390,6 @@ fn mount_cgroup(ctx: &Context, dest: &Path, opts: &mounts::Options) -> Result<()
                 }
             }
         }
-    }
-    if ro {
-        mounts::bind_remount(dest, flags | MsFlags::MS_RDONLY)?;
     }
     Ok(())
 }
@@ -289,17 +405,24 @@ fn cgroup_mounts() -> Result<Vec<CgroupMount>, RootfsError> {
         .map_err(io("read", Path::new("/proc/self/mountinfo")))?;
     let mut out = Vec::new();
     for line in info.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let fstype = post.split(' ').next().unwrap_or("");
         if fstype != "cgroup" && fstype != "cgroup2" {
             continue;
         }
-        let Some(mp) = pre.split(' ').nth(4) else { continue };
+        let Some(mp) = pre.split(' ').nth(4) else {
+            continue;
+        };
         let mp = PathBuf::from(unescape(mp));
         if !mp.starts_with("/sys/fs/cgroup") {
             continue;
         }
-        out.push(CgroupMount { mount_point: mp, fstype: fstype.to_string() });
+        out.push(CgroupMount {
+            mount_point: mp,
+            fstype: fstype.to_string(),
+        });
     }
     Ok(out)
 }
@@ -334,8 +457,17 @@ fn dev_symlinks(rootfs: &Path) -> Result<(), RootfsError> {
 
 /// Make a path read-only by binding it onto itself and remounting (inside the new root).
 fn readonly_path(p: &Path) -> Result<(), RootfsError> {
-    match mounts::do_mount(Some(p), p, Some("bind"), MsFlags::MS_BIND | MsFlags::MS_REC, None) {
-        Err(MountError::Mount { errno: nix::Error::ENOENT, .. }) => return Ok(()),
+    match mounts::do_mount(
+        Some(p),
+        p,
+        Some("bind"),
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    ) {
+        Err(MountError::Mount {
+            errno: nix::Error::ENOENT,
+            ..
+        }) => return Ok(()),
         other => other?,
     }
     mounts::bind_remount(p, MsFlags::MS_RDONLY | MsFlags::MS_REC)?;
@@ -344,12 +476,30 @@ fn readonly_path(p: &Path) -> Result<(), RootfsError> {
 
 /// Hide a path: /dev/null over a file, an empty read-only tmpfs over a directory.
 fn mask_path(p: &Path) -> Result<(), RootfsError> {
-    let res = mounts::do_mount(Some(Path::new("/dev/null")), p, Some("bind"), MsFlags::MS_BIND, None);
+    let res = mounts::do_mount(
+        Some(Path::new("/dev/null")),
+        p,
+        Some("bind"),
+        MsFlags::MS_BIND,
+        None,
+    );
     match res {
         Ok(()) => Ok(()),
-        Err(MountError::Mount { errno: nix::Error::ENOENT, .. }) => Ok(()),
-        Err(MountError::Mount { errno: nix::Error::ENOTDIR, .. }) => {
-            mounts::do_mount(Some(Path::new("tmpfs")), p, Some("tmpfs"), MsFlags::MS_RDONLY, None)?;
+        Err(MountError::Mount {
+            errno: nix::Error::ENOENT,
+            ..
+        }) => Ok(()),
+        Err(MountError::Mount {
+            errno: nix::Error::ENOTDIR,
+            ..
+        }) => {
+            mounts::do_mount(
+                Some(Path::new("tmpfs")),
+                p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None,
+            )?;
             Ok(())
         }
         Err(e) => Err(e.into()),

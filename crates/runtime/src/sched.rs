@@ -12,13 +12,26 @@ pub enum SchedError {
     #[error("process.oomScoreAdj: write {value}: {source}")]
     Oom { value: i32, source: std::io::Error },
     #[error("process.ioPriority: ioprio_set class {class:?} priority {prio}: {source}")]
-    IoPrio { class: IOPriorityClass, prio: i64, source: std::io::Error },
+    IoPrio {
+        class: IOPriorityClass,
+        prio: i64,
+        source: std::io::Error,
+    },
     #[error("process.scheduler: sched_setattr policy {policy:?}: {source}")]
-    Scheduler { policy: LinuxSchedulerPolicy, source: std::io::Error },
+    Scheduler {
+        policy: LinuxSchedulerPolicy,
+        source: std::io::Error,
+    },
     #[error("linux.personality: set {domain:?}: {source}")]
-    Personality { domain: LinuxPersonalityDomain, source: std::io::Error },
+    Personality {
+        domain: LinuxPersonalityDomain,
+        source: std::io::Error,
+    },
     #[error("join session keyring {name}: {source}")]
-    Keyring { name: String, source: std::io::Error },
+    Keyring {
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 pub fn set_oom_score_adj(value: i32) -> Result<(), SchedError> {
@@ -101,7 +114,10 @@ pub fn set_scheduler(s: &Scheduler) -> Result<(), SchedError> {
     // SAFETY: sched_setattr(0 = self, &attr, 0).
     let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
     if rc != 0 {
-        return Err(SchedError::Scheduler { policy: *s.policy(), source: std::io::Error::last_os_error() });
+        return Err(SchedError::Scheduler {
+            policy: *s.policy(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -117,7 +133,10 @@ pub fn set_personality(p: &LinuxPersonality) -> Result<(), SchedError> {
     };
     // SAFETY: personality(2) with a plain value.
     if unsafe { libc::personality(persona) } < 0 {
-        return Err(SchedError::Personality { domain: p.domain(), source: std::io::Error::last_os_error() });
+        return Err(SchedError::Personality {
+            domain: p.domain(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }

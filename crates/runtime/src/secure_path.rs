@@ -11,7 +11,11 @@ pub enum SecurePathError {
     #[error("resolve {path} in {root}: too many levels of symbolic links")]
     Loop { root: PathBuf, path: PathBuf },
     #[error("resolve {path} in {root}: {source}")]
-    Io { root: PathBuf, path: PathBuf, source: std::io::Error },
+    Io {
+        root: PathBuf,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 const MAX_LINKS: usize = 255;
@@ -33,13 +37,17 @@ pub fn join(root: &Path, unsafe_path: &Path) -> Result<PathBuf, SecurePathError>
             Ok(m) if m.file_type().is_symlink() => {
                 links += 1;
                 if links > MAX_LINKS {
-                    return Err(SecurePathError::Loop { root: root.into(), path: unsafe_path.into() });
+                    return Err(SecurePathError::Loop {
+                        root: root.into(),
+                        path: unsafe_path.into(),
+                    });
                 }
-                let target = std::fs::read_link(&candidate).map_err(|source| SecurePathError::Io {
-                    root: root.into(),
-                    path: unsafe_path.into(),
-                    source,
-                })?;
+                let target =
+                    std::fs::read_link(&candidate).map_err(|source| SecurePathError::Io {
+                        root: root.into(),
+                        path: unsafe_path.into(),
+                        source,
+                    })?;
                 if target.is_absolute() {
                     resolved.clear();
                 }
@@ -78,7 +86,10 @@ mod tests {
         symlink("/etc", root.join("abs"))?;
         symlink("../../..", root.join("a/b/up"))?;
         symlink("b", root.join("a/rel"))?;
-        assert_eq!(join(&root, Path::new("/abs/passwd"))?, root.join("etc/passwd"));
+        assert_eq!(
+            join(&root, Path::new("/abs/passwd"))?,
+            root.join("etc/passwd")
+        );
         assert_eq!(join(&root, Path::new("a/b/up/x"))?, root.join("x"));
         assert_eq!(join(&root, Path::new("/a/rel/c"))?, root.join("a/b/c"));
         assert_eq!(join(&root, Path::new("/../../etc"))?, root.join("etc"));

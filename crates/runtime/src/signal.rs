@@ -13,7 +13,11 @@ pub struct SignalError(pub String);
 pub fn parse(s: &str) -> Result<i32, SignalError> {
     let err = || SignalError(s.to_string());
     if let Ok(n) = s.parse::<i32>() {
-        return if n > 0 && n <= libc::SIGRTMAX() { Ok(n) } else { Err(err()) };
+        return if n > 0 && n <= libc::SIGRTMAX() {
+            Ok(n)
+        } else {
+            Err(err())
+        };
     }
     let upper = s.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
@@ -32,10 +36,15 @@ fn rt_offset(base: i32, rest: &str, sign: i32) -> Option<i32> {
     let n = if rest.is_empty() {
         base
     } else {
-        let off: i32 = rest.strip_prefix(if sign > 0 { '+' } else { '-' })?.parse().ok()?;
+        let off: i32 = rest
+            .strip_prefix(if sign > 0 { '+' } else { '-' })?
+            .parse()
+            .ok()?;
         base + sign * off
     };
-    (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&n).then_some(n)
+    (libc::SIGRTMIN()..=libc::SIGRTMAX())
+        .contains(&n)
+        .then_some(n)
 }
 
 #[cfg(test)]

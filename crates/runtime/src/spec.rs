@@ -12,11 +12,23 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("open {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid JSON at line {line} column {column}: {msg}")]
-    Syntax { path: PathBuf, line: usize, column: usize, msg: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        msg: String,
+    },
     #[error("{path}: {field}: {msg}")]
-    Field { path: PathBuf, field: String, msg: String },
+    Field {
+        path: PathBuf,
+        field: String,
+        msg: String,
+    },
     #[error("config.json: ociVersion {0:?} is not supported: this runtime implements 1.x")]
     Version(String),
     #[error("rootfs ({0}) does not exist")]
@@ -39,7 +51,10 @@ pub struct LoadedSpec {
 pub fn load(bundle: &Path) -> Result<LoadedSpec, SpecError> {
     let bundle = absolute(bundle);
     let path = bundle.join("config.json");
-    let bytes = std::fs::read(&path).map_err(|source| SpecError::Read { path: path.clone(), source })?;
+    let bytes = std::fs::read(&path).map_err(|source| SpecError::Read {
+        path: path.clone(),
+        source,
+    })?;
     let spec = parse(&path, &bytes)?;
     let root = spec
         .root()
@@ -56,7 +71,11 @@ pub fn load(bundle: &Path) -> Result<LoadedSpec, SpecError> {
         Err(_) => return Err(SpecError::RootfsMissing(rootfs)),
     }
     validate(&spec)?;
-    Ok(LoadedSpec { spec, bundle, rootfs })
+    Ok(LoadedSpec {
+        spec,
+        bundle,
+        rootfs,
+    })
 }
 
 /// `path` made absolute against the current directory, without resolving symlinks (runc keeps the
@@ -108,22 +127,34 @@ fn diagnose(path: &Path, bytes: &[u8], err: serde_json::Error) -> SpecError {
         field: field.to_string(),
         msg,
     };
-    if let Some(nss) = value.pointer("/linux/namespaces").and_then(|v| v.as_array()) {
+    if let Some(nss) = value
+        .pointer("/linux/namespaces")
+        .and_then(|v| v.as_array())
+    {
         for (i, ns) in nss.iter().enumerate() {
             let typ = ns.get("type").and_then(|t| t.as_str()).unwrap_or("");
             if LinuxNamespaceType::try_from(typ).is_err() {
-                return field(&format!("linux.namespaces[{i}].type"), format!("unknown namespace type {typ:?}"));
+                return field(
+                    &format!("linux.namespaces[{i}].type"),
+                    format!("unknown namespace type {typ:?}"),
+                );
             }
         }
     }
-    if let Some(caps) = value.pointer("/process/capabilities").and_then(|v| v.as_object()) {
+    if let Some(caps) = value
+        .pointer("/process/capabilities")
+        .and_then(|v| v.as_object())
+    {
         for (set, list) in caps {
             for name in list.as_array().into_iter().flatten() {
                 let name = name.as_str().unwrap_or("");
                 let parsed: Result<oci_spec::runtime::Capability, _> =
                     serde_json::from_value(serde_json::Value::String(name.to_string()));
                 if parsed.is_err() {
-                    return field(&format!("process.capabilities.{set}"), format!("unknown capability {name:?}"));
+                    return field(
+                        &format!("process.capabilities.{set}"),
+                        format!("unknown capability {name:?}"),
+                    );
                 }
             }
         }
@@ -134,7 +165,10 @@ fn diagnose(path: &Path, bytes: &[u8], err: serde_json::Error) -> SpecError {
             let parsed: Result<oci_spec::runtime::PosixRlimitType, _> =
                 serde_json::from_value(serde_json::Value::String(typ.to_string()));
             if parsed.is_err() {
-                return field(&format!("process.rlimits[{i}].type"), format!("unknown rlimit type {typ:?}"));
+                return field(
+                    &format!("process.rlimits[{i}].type"),
+                    format!("unknown rlimit type {typ:?}"),
+                );
             }
         }
     }
@@ -175,7 +209,11 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
     let mut seen = HashSet::new();
     let mut new_user = false;
     let mut has_uts = false;
-    for ns in linux.and_then(|l| l.namespaces().as_ref()).into_iter().flatten() {
+    for ns in linux
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+    {
         if !seen.insert(ns.typ()) {
             return Err(SpecError::Invalid(format!(
                 "linux.namespaces: duplicate namespace type {:?}",
@@ -203,7 +241,8 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
         });
         if !has_maps {
             return Err(SpecError::Invalid(
-                "linux.uidMappings and linux.gidMappings are required with a new user namespace".into(),
+                "linux.uidMappings and linux.gidMappings are required with a new user namespace"
+                    .into(),
             ));
         }
     }
@@ -231,7 +270,10 @@ pub fn creates_namespace(spec: &Spec, typ: LinuxNamespaceType) -> bool {
 }
 
 /// The spec's entry for one namespace type, if any.
-pub fn namespace(spec: &Spec, typ: LinuxNamespaceType) -> Option<&oci_spec::runtime::LinuxNamespace> {
+pub fn namespace(
+    spec: &Spec,
+    typ: LinuxNamespaceType,
+) -> Option<&oci_spec::runtime::LinuxNamespace> {
     spec.linux()
         .as_ref()?
         .namespaces()

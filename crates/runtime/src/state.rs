@@ -27,13 +27,23 @@ pub enum StateError {
     #[error("container does not exist: {0}")]
     NotExist(String),
     #[error("state directory {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("container {id}: state file {path} is corrupt: {msg}")]
-    Corrupt { id: String, path: PathBuf, msg: String },
+    Corrupt {
+        id: String,
+        path: PathBuf,
+        msg: String,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io { path: path.to_path_buf(), source }
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What rcrun remembers about a container between commands.
@@ -98,7 +108,9 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
     let ok = !id.is_empty()
         && id != "."
         && id != ".."
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'.'));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'.'));
     if ok {
         Ok(())
     } else {
@@ -135,7 +147,11 @@ impl StateDir {
             Err(e) => return Err(io(&dir)(e)),
         }
         let lock = lock_dir(&dir)?;
-        Ok(StateDir { dir, id: id.to_string(), _lock: lock })
+        Ok(StateDir {
+            dir,
+            id: id.to_string(),
+            _lock: lock,
+        })
     }
 
     /// Lock an existing container's directory.
@@ -153,7 +169,11 @@ impl StateDir {
         if !dir.exists() {
             return Err(StateError::NotExist(id.to_string()));
         }
-        Ok(StateDir { dir, id: id.to_string(), _lock: lock })
+        Ok(StateDir {
+            dir,
+            id: id.to_string(),
+            _lock: lock,
+        })
     }
 
     /// The lock's descriptor: a forked child must close it, or it would keep the lock.
@@ -214,7 +234,8 @@ pub fn load_state(dir: &Path, id: &str) -> Result<ContainerState, StateError> {
                 return Err(StateError::Corrupt {
                     id: id.to_string(),
                     path,
-                    msg: "missing (the container is being created, or its create was killed)".into(),
+                    msg: "missing (the container is being created, or its create was killed)"
+                        .into(),
                 });
             }
             return Err(StateError::NotExist(id.to_string()));
@@ -310,7 +331,9 @@ pub fn list(root: &Path) -> Result<Vec<(PathBuf, ContainerState)>, StateError> {
     let mut out = Vec::new();
     for entry in rd.flatten() {
         let dir = entry.path();
-        let Some(id) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
         if let Ok(st) = load_state(&dir, &id) {
             out.push((dir, st));
         }

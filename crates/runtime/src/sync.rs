@@ -60,7 +60,10 @@ impl Msg {
             Some(b'D') => Ok(Msg::HooksDone),
             Some(b'R') => Ok(Msg::Ready),
             Some(b'P') => {
-                let a: [u8; 4] = b.get(1..5).and_then(|s| s.try_into().ok()).ok_or_else(bad)?;
+                let a: [u8; 4] = b
+                    .get(1..5)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(bad)?;
                 Ok(Msg::Pid(i32::from_le_bytes(a)))
             }
             Some(b'E') => Ok(Msg::Error(String::from_utf8_lossy(&b[1..]).into_owned())),
@@ -91,7 +94,9 @@ impl Channel {
             match socket::send(self.0.as_raw_fd(), &data, socket::MsgFlags::MSG_NOSIGNAL) {
                 Ok(_) => return Ok(()),
                 Err(nix::Error::EINTR) => continue,
-                Err(nix::Error::EPIPE) | Err(nix::Error::ECONNRESET) => return Err(SyncError::Closed),
+                Err(nix::Error::EPIPE) | Err(nix::Error::ECONNRESET) => {
+                    return Err(SyncError::Closed)
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -115,7 +120,9 @@ impl Channel {
         match self.recv() {
             Ok(m) if m == want => Ok(()),
             Ok(Msg::Error(e)) => Err(ChildFailed(e)),
-            Ok(other) => Err(ChildFailed(SyncError::Unexpected(format!("{other:?}")).to_string())),
+            Ok(other) => Err(ChildFailed(
+                SyncError::Unexpected(format!("{other:?}")).to_string(),
+            )),
             Err(e) => Err(ChildFailed(e.to_string())),
         }
     }

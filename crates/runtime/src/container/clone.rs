@@ -25,17 +25,36 @@ pub fn clone(flags: CloneFlags) -> nix::Result<Option<Pid>> {
     let args = CloneArgs {
         flags: flags.bits() as u64,
         // With CLONE_PARENT the child inherits our exit signal; clone3 rejects one given.
-        exit_signal: if flags.contains(CloneFlags::CLONE_PARENT) { 0 } else { libc::SIGCHLD as u64 },
+        exit_signal: if flags.contains(CloneFlags::CLONE_PARENT) {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        },
         ..Default::default()
     };
     // SAFETY: fork-like clone3 with a valid args struct; no stack means the child runs on a
     // copy of ours, as after fork(2).
-    let mut rc = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    let mut rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
     if rc < 0 && nix::Error::last() == nix::Error::ENOSYS {
         // The flags argument comes first on every architecture; the other (zero) arguments'
         // order differs between architectures, which does not matter when all are zero.
         // SAFETY: as above.
-        rc = unsafe { libc::syscall(libc::SYS_clone, (flags.bits() | libc::SIGCHLD) as libc::c_ulong, 0, 0, 0, 0) };
+        rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags.bits() | libc::SIGCHLD) as libc::c_ulong,
+                0,
+                0,
+                0,
+                0,
+            )
+        };
     }
     match rc {
         -1 => Err(nix::Error::last()),

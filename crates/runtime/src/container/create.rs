@@ -78,8 +78,15 @@ impl Drop for Undo {
 
 pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     let _span = tracing::info_span!("create", id = opts.id).entered();
-    let LoadedSpec { spec, bundle, rootfs } = spec::load(opts.bundle)?;
-    let process = spec.process().as_ref().ok_or(Error::Child("process must be set".into()))?;
+    let LoadedSpec {
+        spec,
+        bundle,
+        rootfs,
+    } = spec::load(opts.bundle)?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or(Error::Child("process must be set".into()))?;
     let plan = Plan::from_spec(&spec);
     if !plan.new_mount && spec::namespace(&spec, LinuxNamespaceType::Mount).is_none() {
         return Err(Error::NoMountNamespace);
@@ -91,7 +98,10 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     if !terminal && opts.console_socket.is_some() {
         return Err(Error::SocketWithoutTty);
     }
-    lsm::check(process.apparmor_profile().as_deref(), process.selinux_label().as_deref())?;
+    lsm::check(
+        process.apparmor_profile().as_deref(),
+        process.selinux_label().as_deref(),
+    )?;
     // Open everything that can fail on bad input before anything is made.
     let ns_files = plan
         .join
@@ -104,26 +114,35 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     };
 
     let dir = StateDir::create(opts.root, opts.id)?;
-    let mut undo = Undo { dir: Some(dir), cgroup: None, pids: Vec::new() };
+    let mut undo = Undo {
+        dir: Some(dir),
+        cgroup: None,
+        pids: Vec::new(),
+    };
     let dir_path = undo.dir.as_ref().map(|d| d.dir.clone()).unwrap_or_default();
 
     // The console for a foreground run: a socketpair, we keep one end.
-    let (own_console_parent, own_console_child) = if terminal && opts.own_console && opts.console_socket.is_none() {
-        let (a, b) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(sys("console socketpair"))?;
-        (Some(a), Some(b))
-    } else {
-        (None, None)
-    };
-    let console_fd = console_sock.as_ref().or(own_console_child.as_ref()).map(|f| f.as_raw_fd());
+    let (own_console_parent, own_console_child) =
+        if terminal && opts.own_console && opts.console_socket.is_none() {
+            let (a, b) = nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(sys("console socketpair"))?;
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        };
+    let console_fd = console_sock
+        .as_ref()
+        .or(own_console_child.as_ref())
+        .map(|f| f.as_raw_fd());
 
     let fifo = dir_path.join(crate::state::EXEC_FIFO);
-    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622)).map_err(sys(format!("mkfifo {}", fifo.display())))?;
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622))
+        .map_err(sys(format!("mkfifo {}", fifo.display())))?;
     // O_RDWR: never blocks on open, and keeps read(2) in the child blocking until `start` writes.
     let fifo_fd = nix::fcntl::open(&fifo, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(sys(format!("open {}", fifo.display())))?;
@@ -133,7 +152,10 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         let resources = resources_with_devices(&spec);
         let cg_opts = CgroupOptions {
             container_id: opts.id,
-            cgroups_path: spec.linux().as_ref().and_then(|l| l.cgroups_path().as_deref()),
+            cgroups_path: spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.cgroups_path().as_deref()),
             systemd: opts.systemd_cgroup,
             rootless: opts.rootless,
         };
@@ -153,7 +175,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
 
     let hooks = spec.hooks().as_ref();
     let prestart = hooks.and_then(|h| h.prestart().clone()).unwrap_or_default();
-    let create_runtime = hooks.and_then(|h| h.create_runtime().clone()).unwrap_or_default();
+    let create_runtime = hooks
+        .and_then(|h| h.create_runtime().clone())
+        .unwrap_or_default();
     let runtime_hooks = !prestart.is_empty() || !create_runtime.is_empty();
     let listen_fds = fds::listen_fds();
     let mut state = ContainerState {
@@ -170,7 +194,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         systemd_cgroup: opts.systemd_cgroup,
         rootless: opts.rootless,
         own_pid_ns: plan.new_pid || spec::namespace(&spec, LinuxNamespaceType::Pid).is_some(),
-        poststart: hooks.and_then(|h| h.poststart().clone()).unwrap_or_default(),
+        poststart: hooks
+            .and_then(|h| h.poststart().clone())
+            .unwrap_or_default(),
         poststop: hooks.and_then(|h| h.poststop().clone()).unwrap_or_default(),
     };
     let mut hook_state: serde_json::Value =
@@ -183,7 +209,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         bundle: &bundle,
         rootfs: &rootfs,
         plan: &plan,
-        fifo_fd: fifo_fd,
+        fifo_fd,
         console_fd,
         no_pivot: opts.no_pivot,
         no_new_keyring: opts.no_new_keyring,
@@ -215,10 +241,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     }
     parent_chan.send(&Msg::Go)?;
     state.pid = pid.as_raw();
-    state.pid_start = crate::state::proc_stat(pid.as_raw()).map(|(_, s)| s).unwrap_or(0);
+    state.pid_start = crate::state::proc_stat(pid.as_raw())
+        .map(|(_, s)| s)
+        .unwrap_or(0);
 
     if runtime_hooks {
-        parent_chan.expect(Msg::RunHooks).map_err(|e| Error::Child(e.0))?;
+        parent_chan
+            .expect(Msg::RunHooks)
+            .map_err(|e| Error::Child(e.0))?;
         let st = state.hook_state(Status::Creating);
         hooks::run_all("prestart", &prestart, &st)?;
         hooks::run_all("createRuntime", &create_runtime, &st)?;
@@ -229,17 +259,30 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         Some(sock) => Some(console::recv_master(sock.as_raw_fd())?),
         None => None,
     };
-    parent_chan.expect(Msg::Ready).map_err(|e| Error::Child(e.0))?;
+    parent_chan
+        .expect(Msg::Ready)
+        .map_err(|e| Error::Child(e.0))?;
 
-    let dir = undo.dir.as_ref().ok_or(Error::Child("state directory vanished".into()))?;
+    let dir = undo
+        .dir
+        .as_ref()
+        .ok_or(Error::Child("state directory vanished".into()))?;
     dir.save(&state)?;
     if let Some(p) = opts.pid_file {
         write_pid_file(p, pid.as_raw())?;
     }
     undo.pids.clear();
-    let dir = undo.dir.take().ok_or(Error::Child("state directory vanished".into()))?;
+    let dir = undo
+        .dir
+        .take()
+        .ok_or(Error::Child("state directory vanished".into()))?;
     let cgroup = undo.cgroup.take();
-    Ok(Created { state, dir, cgroup, console: console_master })
+    Ok(Created {
+        state,
+        dir,
+        cgroup,
+        console: console_master,
+    })
 }
 
 /// Clone the container process, directly or through an intermediate that joins namespaces.
@@ -252,7 +295,9 @@ fn spawn(
     undo: &mut Undo,
 ) -> Result<Pid, Error> {
     if plan.direct_clone() {
-        return match super::clone::clone(plan.clone_flags).map_err(sys("clone container process"))? {
+        return match super::clone::clone(plan.clone_flags)
+            .map_err(sys("clone container process"))?
+        {
             None => {
                 // SAFETY: our copy of the parent's end must not keep the channel open.
                 let _ = nix::unistd::close(parent_chan.0.as_raw_fd());
@@ -299,7 +344,9 @@ fn spawn(
                     Ok(pid)
                 }
                 Ok(Msg::Error(e)) => Err(Error::Child(e)),
-                Ok(other) => Err(Error::Child(format!("unexpected message from intermediate process: {other:?}"))),
+                Ok(other) => Err(Error::Child(format!(
+                    "unexpected message from intermediate process: {other:?}"
+                ))),
                 Err(e) => Err(e.into()),
             }
         }
@@ -324,6 +371,14 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<(), Error> {
         ".{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("pid")
     ));
-    std::fs::write(&tmp, pid.to_string()).map_err(|source| Error::Io { what: "write pid file", path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, &path).map_err(|source| Error::Io { what: "write pid file", path, source })
+    std::fs::write(&tmp, pid.to_string()).map_err(|source| Error::Io {
+        what: "write pid file",
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, &path).map_err(|source| Error::Io {
+        what: "write pid file",
+        path,
+        source,
+    })
 }

@@ -35,7 +35,12 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
         // A container that was never started is deleted without --force, as runc does.
         Status::Created => stop(&state),
         _ if force => stop(&state),
-        _ => return Err(Error::DeleteRunning { id: id.to_string(), status }),
+        _ => {
+            return Err(Error::DeleteRunning {
+                id: id.to_string(),
+                status,
+            })
+        }
     }
     destroy(dir, &state)
 }
@@ -44,7 +49,10 @@ fn stop(state: &ContainerState) {
     // SAFETY: kill(2) with a plain pid.
     unsafe { libc::kill(state.pid, libc::SIGKILL) };
     if !super::wait_gone(state.pid, state.pid_start, Duration::from_secs(10)) {
-        tracing::warn!(pid = state.pid, "container process did not exit after SIGKILL");
+        tracing::warn!(
+            pid = state.pid,
+            "container process did not exit after SIGKILL"
+        );
     }
 }
 

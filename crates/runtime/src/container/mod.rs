@@ -39,7 +39,11 @@ pub enum Error {
     #[error("{what}: {source}")]
     Sys { what: String, source: nix::Error },
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot allocate tty if rcrun will detach without setting console socket")]
     TtyNeedsSocket,
     #[error("cannot use console socket if rcrun will not detach or allocate tty")]
@@ -64,7 +68,8 @@ pub(crate) fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
 /// Wait for a process that is not our child to be gone (or a zombie), up to `timeout`.
 pub(crate) fn wait_gone(pid: i32, start: u64, timeout: std::time::Duration) -> bool {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let gone = || crate::state::proc_stat(pid).is_none_or(|(st, s)| st == 'Z' || st == 'X' || s != start);
+    let gone =
+        || crate::state::proc_stat(pid).is_none_or(|(st, s)| st == 'Z' || st == 'X' || s != start);
     if gone() {
         return true;
     }
@@ -74,7 +79,11 @@ pub(crate) fn wait_gone(pid: i32, start: u64, timeout: std::time::Duration) -> b
     if fd >= 0 {
         // SAFETY: the kernel just gave us this descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut pfd, 1, ms) };

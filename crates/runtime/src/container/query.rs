@@ -32,7 +32,11 @@ pub fn list(root: &Path) -> Result<Vec<Entry>, Error> {
             .flatten()
             .map(|u| u.name)
             .unwrap_or_else(|| format!("#{uid}"));
-        out.push(Entry { state: st, status, owner });
+        out.push(Entry {
+            state: st,
+            status,
+            owner,
+        });
     }
     Ok(out)
 }

@@ -35,12 +35,16 @@ pub fn run(opts: RunOptions) -> Result<i32, Error> {
     }
     let mask = forwarded_signals();
     mask.thread_block().map_err(sys("block signals"))?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(sys("signalfd"))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(sys("signalfd"))?;
     // Orphans of a container without its own pid namespace come to us, not to init.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
 
-    let create_opts = CreateOptions { own_console: true, ..opts.create };
+    let create_opts = CreateOptions {
+        own_console: true,
+        ..opts.create
+    };
     let created = create(&create_opts)?;
     let pid = Pid::from_raw(created.state.pid);
     let master = created.console;
@@ -77,7 +81,11 @@ fn start_or_destroy(dir: StateDir) -> Result<(), Error> {
             if let Ok(state) = dir.load() {
                 // SAFETY: kill(2) with a plain pid.
                 unsafe { libc::kill(state.pid, libc::SIGKILL) };
-                let _ = super::wait_gone(state.pid, state.pid_start, std::time::Duration::from_secs(10));
+                let _ = super::wait_gone(
+                    state.pid,
+                    state.pid_start,
+                    std::time::Duration::from_secs(10),
+                );
                 let _ = delete::destroy(dir, &state);
             }
             Err(e)
@@ -88,7 +96,14 @@ fn start_or_destroy(dir: StateDir) -> Result<(), Error> {
 /// Every signal we can catch except the synchronous ones, which belong to us, not the container.
 fn forwarded_signals() -> SigSet {
     let mut set = SigSet::all();
-    for s in [Signal::SIGSEGV, Signal::SIGBUS, Signal::SIGILL, Signal::SIGFPE, Signal::SIGTRAP, Signal::SIGSYS] {
+    for s in [
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGILL,
+        Signal::SIGFPE,
+        Signal::SIGTRAP,
+        Signal::SIGSYS,
+    ] {
         set.remove(s);
     }
     set
@@ -118,11 +133,23 @@ fn wait_loop(sfd: &SignalFd, pid: Pid, master: Option<&OwnedFd>) -> Result<i32, 
     let mut buf = [0u8; 8192];
     let mut exit: Option<i32> = None;
     while exit.is_none() {
-        let mut fds = vec![libc::pollfd { fd: sfd.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        let mut fds = vec![libc::pollfd {
+            fd: sfd.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
         if let Some(m) = master {
-            fds.push(libc::pollfd { fd: m.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: m.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
             if stdin_open {
-                fds.push(libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 });
+                fds.push(libc::pollfd {
+                    fd: 0,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
             }
         }
         // SAFETY: a valid array of pollfds.
@@ -153,17 +180,25 @@ fn wait_loop(sfd: &SignalFd, pid: Pid, master: Option<&OwnedFd>) -> Result<i32, 
             if fds[1].revents != 0 {
                 copy(m.as_raw_fd(), 1, &mut buf);
             }
-            if stdin_open && fds.len() > 2 && fds[2].revents != 0 && !copy(0, m.as_raw_fd(), &mut buf) {
+            if stdin_open
+                && fds.len() > 2
+                && fds[2].revents != 0
+                && !copy(0, m.as_raw_fd(), &mut buf)
+            {
                 stdin_open = false;
             }
         }
     }
     if let Some(m) = master {
         // Output written just before exit is still in the pty.
-        let _ = nix::fcntl::fcntl(m.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+        let _ = nix::fcntl::fcntl(
+            m.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
         while copy(m.as_raw_fd(), 1, &mut buf) {}
     }
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&forwarded_signals()), None);
+    let _ =
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&forwarded_signals()), None);
     exit.ok_or(Error::Child("lost the container's exit status".into()))
 }
 

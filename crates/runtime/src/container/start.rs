@@ -26,7 +26,11 @@ pub fn start_locked(dir: &StateDir) -> Result<ContainerState, Error> {
         other => return Err(Error::StartNotCreated(other)),
     }
     let fifo = dir.fifo_path();
-    let fd = match nix::fcntl::open(&fifo, OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty()) {
+    let fd = match nix::fcntl::open(
+        &fifo,
+        OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(fd) => fd,
         // No reader: the container process is gone.
         Err(nix::Error::ENXIO) => return Err(Error::StartStopped),
@@ -35,7 +39,11 @@ pub fn start_locked(dir: &StateDir) -> Result<ContainerState, Error> {
     // SAFETY: we own the descriptor just opened.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     nix::unistd::write(&fd, b"0").map_err(sys("write exec.fifo"))?;
-    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: 0, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
     loop {
         // SAFETY: one valid pollfd; POLLERR/POLLHUP are always reported.
         let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
@@ -45,7 +53,11 @@ pub fn start_locked(dir: &StateDir) -> Result<ContainerState, Error> {
     }
     let _ = std::fs::remove_file(&fifo);
     if !state.poststart.is_empty() {
-        hooks::run_all_warn("poststart", &state.poststart, &state.hook_state(Status::Running));
+        hooks::run_all_warn(
+            "poststart",
+            &state.poststart,
+            &state.hook_state(Status::Running),
+        );
     }
     Ok(state)
 }
