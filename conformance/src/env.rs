@@ -25,10 +25,17 @@ pub fn subject_bin() -> PathBuf {
         return p;
     }
     let ws = workspace_root();
-    for profile in ["debug", "release"] {
-        let p = ws.join("target").join(profile).join("rcrun");
-        if p.exists() {
-            return p;
+    // <workspace>/target first (as documented), then a custom CARGO_TARGET_DIR
+    let mut targets = vec![ws.join("target")];
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()) {
+        targets.push(PathBuf::from(t));
+    }
+    for t in &targets {
+        for profile in ["debug", "release"] {
+            let p = t.join(profile).join("rcrun");
+            if p.exists() {
+                return p;
+            }
         }
     }
     panic!(

@@ -4,16 +4,24 @@ use crate::bundle::Bundle;
 use crate::env::{reference_bin, subject_bin};
 use crate::util::{pid_alive, wait_until, TempDir};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::fmt;
 use std::os::fd::RawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Default time limit for one runtime invocation.
-pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time limit for one runtime invocation (`RCRUN_CMD_TIMEOUT` seconds, default 30).
+pub fn cmd_timeout() -> Duration {
+    let secs = std::env::var("RCRUN_CMD_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+}
 
 /// Result of one runtime invocation.
 #[derive(Clone, Debug)]
@@ -107,6 +115,8 @@ pub struct Runtime {
     root: TempDir,
     io: TempDir,
     n: AtomicUsize,
+    /// container id -> cgroupsPath of the bundle it was created from (for the guard's fallback)
+    cgroups: Mutex<HashMap<String, String>>,
 }
 
 /// Options for one invocation.
@@ -141,6 +151,7 @@ impl Runtime {
             root: TempDir::new("root"),
             io: TempDir::new("io"),
             n: AtomicUsize::new(0),
+            cgroups: Mutex::new(HashMap::new()),
         }
     }
     /// The `--root` directory.
@@ -168,6 +179,8 @@ impl Runtime {
         let err_f = std::fs::File::create(&err_p)
             .unwrap_or_else(|e| panic!("create {}: {e}", err_p.display()));
         let mut cmd = Command::new(&self.bin);
+        // own process group, so a timeout can kill whatever the runtime forked
+        cmd.process_group(0);
         cmd.args(&opts.global)
             .arg("--root")
             .arg(self.root())
@@ -237,7 +250,7 @@ impl Runtime {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {cmdline}: {e}"));
         drop(files);
-        let deadline = Instant::now() + opts.timeout.unwrap_or(CMD_TIMEOUT);
+        let deadline = Instant::now() + opts.timeout.unwrap_or_else(cmd_timeout);
         let mut timed_out = false;
         let status = loop {
             match child.try_wait() {
@@ -247,6 +260,8 @@ impl Runtime {
             }
             if Instant::now() >= deadline {
                 timed_out = true;
+                // SAFETY: kill(2) of the process group we created for this child.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
                 let _ = child.kill();
                 break child.wait().ok();
             }
@@ -266,6 +281,13 @@ impl Runtime {
         }
     }
 
+    /// Record which cgroupsPath container `id` uses (see [`Guard`]).
+    pub fn remember(&self, id: &str, b: &Bundle) {
+        if let (Some(cg), Ok(mut m)) = (b.cgroups_path(), self.cgroups.lock()) {
+            m.insert(id.to_string(), cg);
+        }
+    }
+
     // ---- subcommands ----
     pub fn create(&self, b: &Bundle) -> Output {
         self.create_id(b, &b.id, &[])
@@ -273,6 +295,7 @@ impl Runtime {
     /// `create [extra...] -b BUNDLE ID`
     pub fn create_id(&self, b: &Bundle, id: &str, extra: &[&str]) -> Output {
         b.write();
+        self.remember(id, b);
         let bp = b.path().to_string_lossy().into_owned();
         let mut a = vec!["create"];
         a.extend_from_slice(extra);
@@ -320,6 +343,7 @@ impl Runtime {
     }
     pub fn run_id(&self, b: &Bundle, id: &str, extra: &[&str]) -> Output {
         b.write();
+        self.remember(id, b);
         let bp = b.path().to_string_lossy().into_owned();
         let mut a = vec!["run"];
         a.extend_from_slice(extra);
@@ -377,16 +401,56 @@ pub struct Guard<'a> {
 }
 
 impl Drop for Guard<'_> {
+    /// `kill KILL` + `delete --force` through the runtime; then, should the
+    /// runtime have failed to clean up, SIGKILL what is left in the
+    /// container's cgroup (and its init pid) and remove the cgroup dirs, so a
+    /// broken runtime cannot leak processes into later tests.
     fn drop(&mut self) {
-        let quick = Opts {
-            timeout: Some(Duration::from_secs(20)),
+        let quick = || Opts {
+            timeout: Some(Duration::from_secs(10)),
             ..Opts::default()
         };
-        let _ = self.rt.exec_opts(&["kill", &self.id, "KILL"], quick);
-        let quick = Opts {
-            timeout: Some(Duration::from_secs(20)),
-            ..Opts::default()
-        };
-        let _ = self.rt.exec_opts(&["delete", "--force", &self.id], quick);
+        let st = self.rt.exec_opts(&["state", &self.id], quick());
+        let pid = serde_json::from_str::<Value>(&st.stdout)
+            .ok()
+            .and_then(|v| v["pid"].as_i64())
+            .unwrap_or(0);
+        let _ = self.rt.exec_opts(&["kill", &self.id, "KILL"], quick());
+        let _ = self.rt.exec_opts(&["delete", "--force", &self.id], quick());
+
+        let mut cleaned = Vec::new();
+        if pid > 0 && pid_alive(pid) {
+            // SAFETY: kill(2) of the container init we created.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            cleaned.push(format!("pid {pid}"));
+        }
+        let cg = self
+            .rt
+            .cgroups
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&self.id).cloned());
+        if let Some(cg) = cg {
+            for dir in crate::cgroups::all_dirs(&cg) {
+                if !dir.exists() {
+                    continue;
+                }
+                let procs =
+                    || std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for p in procs().lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    // SAFETY: kill(2) of a process inside the container's own cgroup.
+                    unsafe { libc::kill(p, libc::SIGKILL) };
+                }
+                wait_until(Duration::from_secs(2), || procs().trim().is_empty());
+                let _ = std::fs::remove_dir(&dir);
+                cleaned.push(dir.display().to_string());
+            }
+        }
+        if !cleaned.is_empty() {
+            eprintln!(
+                "guard: {} left {} behind; removed: {cleaned:?}",
+                self.rt.name, self.id
+            );
+        }
     }
 }

@@ -15,7 +15,10 @@ use rcrun_runtime::container::{self, create::CreateOptions, run::RunOptions};
 use cli::{Cli, Command, CreateArgs, ListFormat};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => usage_error(e),
+    };
     if cli.version {
         println!("rcrun version {}", env!("CARGO_PKG_VERSION"));
         println!("commit: {}", env!("RCRUN_COMMIT"));
@@ -48,6 +51,26 @@ fn main() {
             std::process::exit(1)
         }
     }
+}
+
+/// Help and version go to stdout as clap renders them; a usage error is one line and exit 1,
+/// as with runc (whose clients only look at the last line and the status).
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = e.print();
+        std::process::exit(0);
+    }
+    let text = e.render().to_string();
+    let first: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+        .map(str::trim)
+        .collect();
+    let first = first.join(" ");
+    let msg = first.strip_prefix("error: ").unwrap_or(&first);
+    eprintln!("rcrun: {msg} (see rcrun --help)");
+    std::process::exit(1)
 }
 
 /// The global subscriber must be 'static; share the logger with main's error path.

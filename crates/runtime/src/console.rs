@@ -23,6 +23,8 @@ pub enum ConsoleError {
         what: &'static str,
         source: nix::Error,
     },
+    #[error("console: /dev/console: {0}")]
+    Console(String),
     #[error("console: the console socket peer sent no file descriptor")]
     NoFd,
 }
@@ -64,6 +66,13 @@ pub fn setup_in_container(socket: RawFd, size: Option<(u16, u16)>) -> Result<(),
         nix::sys::stat::Mode::empty(),
     )
     .map_err(sys("open pty slave"))?;
+    // runc's /dev/console: the pty slave bound over it, so programs writing there reach the pty.
+    let console = Path::new("/dev/console");
+    if !console.exists() {
+        let _ = std::fs::File::create(console);
+    }
+    crate::mounts::do_mount(Some(Path::new(&name)), console, Some("bind"), nix::mount::MsFlags::MS_BIND, None)
+        .map_err(|e| ConsoleError::Console(e.to_string()))?;
     let fds = [master.as_raw_fd()];
     let iov = [IoSlice::new(name.as_bytes())];
     sendmsg::<()>(

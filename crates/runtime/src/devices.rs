@@ -1,13 +1,12 @@
 //! Device nodes in the container's /dev: runc's default set plus `linux.devices`, made with
 //! mknod(2), or bind-mounted from the host inside a user namespace (where mknod is not allowed).
-//! Also the device-cgroup allow rules those devices need.
 
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use oci_spec::runtime::{
-    LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxDevice, LinuxDeviceBuilder, LinuxDeviceType,
 };
 
 use crate::mounts;
@@ -67,31 +66,6 @@ pub fn all(spec_devices: &[LinuxDevice]) -> Vec<LinuxDevice> {
         .collect();
     out.extend(spec_devices.iter().cloned());
     out
-}
-
-/// Device-cgroup rules that allow the default devices, /dev/pts/* and ptmx (runc appends these
-/// after the spec's own rules, so a spec's deny-all does not lock the container out of /dev/null).
-pub fn allow_rules(devices: &[LinuxDevice]) -> Vec<LinuxDeviceCgroup> {
-    let mut rules = Vec::new();
-    let mut push = |typ, major, minor| {
-        if let Ok(r) = LinuxDeviceCgroupBuilder::default()
-            .allow(true)
-            .typ(typ)
-            .major(major)
-            .minor(minor)
-            .access("rwm")
-            .build()
-        {
-            rules.push(r);
-        }
-    };
-    for d in devices {
-        push(d.typ(), d.major(), d.minor());
-    }
-    push(LinuxDeviceType::C, 5, 2); // /dev/ptmx
-    push(LinuxDeviceType::C, 136, -1); // /dev/pts/*
-    push(LinuxDeviceType::C, 10, 200); // /dev/net/tun
-    rules
 }
 
 /// Create one device node under `rootfs`.

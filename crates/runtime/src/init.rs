@@ -108,6 +108,9 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
             ));
         }
     }
+    if cfg.plan.clone_flags.contains(CloneFlags::CLONE_NEWNET) {
+        namespaces::loopback_up().map_err(s)?;
+    }
     if !cfg.no_new_keyring {
         sched::join_session_keyring(cfg.id).map_err(s)?;
     }

@@ -180,6 +180,37 @@ pub fn unshare_time(spec: &Spec) -> Result<(), NamespaceError> {
     Ok(())
 }
 
+/// Bring up `lo` in a network namespace we created, as runc does (ioctl, no netlink needed).
+pub fn loopback_up() -> Result<(), NamespaceError> {
+    let err = |source: std::io::Error| NamespaceError::Write { file: "lo: set IFF_UP".into(), source };
+    // SAFETY: a plain datagram socket used only for interface ioctls, closed below.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: zeroed ifreq is a valid value; the name fits.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the flags member of our ifreq.
+    let res = unsafe {
+        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut ifr) != 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(sock, libc::SIOCSIFFLAGS, &ifr) != 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        }
+    };
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(sock) };
+    res.map_err(err)
+}
+
 /// runc's rules for which sysctls a container may set, given the namespaces it has.
 pub fn check_sysctl(key: &str, nss: &HashSet<LinuxNamespaceType>) -> Result<(), String> {
     const IPC: &[&str] = &[

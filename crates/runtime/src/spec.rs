@@ -172,9 +172,15 @@ fn diagnose(path: &Path, bytes: &[u8], err: serde_json::Error) -> SpecError {
             }
         }
     }
+    // Anything else: a second, path-tracking parse names the field (slow path only).
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let field_path = match serde_path_to_error::deserialize::<_, Spec>(&mut de) {
+        Err(e) => e.path().to_string(),
+        Ok(_) => String::new(),
+    };
     SpecError::Field {
         path: path.to_path_buf(),
-        field: "(document)".into(),
+        field: if field_path.is_empty() || field_path == "." { "(document)".into() } else { field_path },
         msg: strip_position(&err.to_string()),
     }
 }

@@ -15,7 +15,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxNamespaceType, LinuxResources};
+use oci_spec::runtime::LinuxNamespaceType;
 
 use super::{sys, Error};
 use crate::cgroups::{Cgroup, CgroupOptions};
@@ -24,7 +24,7 @@ use crate::namespaces::{self, Plan};
 use crate::spec::{self, LoadedSpec};
 use crate::state::{ContainerState, StateDir, Status};
 use crate::sync::{self, Msg};
-use crate::{console, devices, fds, hooks, lsm};
+use crate::{console, fds, hooks, lsm};
 
 pub struct CreateOptions<'a> {
     pub root: &'a Path,
@@ -149,7 +149,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
 
     let cgroup = {
         let _s = tracing::debug_span!("cgroup").entered();
-        let resources = resources_with_devices(&spec);
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
         let cg_opts = CgroupOptions {
             container_id: opts.id,
             cgroups_path: spec
@@ -159,7 +159,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
             systemd: opts.systemd_cgroup,
             rootless: opts.rootless,
         };
-        match Cgroup::create(&cg_opts, resources.as_ref()) {
+        match Cgroup::create(&cg_opts, resources) {
             Ok(cg) => Some(cg),
             Err(e) if opts.rootless => {
                 tracing::warn!("rootless: running without a cgroup: {e}");
@@ -169,9 +169,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         }
     };
     undo.cgroup = cgroup;
-    if let (Some(cg), Some(res)) = (undo.cgroup.as_ref(), resources_with_devices(&spec)) {
-        cg.apply(&res)?;
-    }
 
     let hooks = spec.hooks().as_ref();
     let prestart = hooks.and_then(|h| h.prestart().clone()).unwrap_or_default();
@@ -238,6 +235,12 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     }
     if let Some(cg) = undo.cgroup.as_ref() {
         cg.add_task(pid)?;
+        // After the process is in: a limit below its usage then fails here with the kernel's
+        // EBUSY (as with runc) instead of an OOM kill in the middle of set-up. The cgroup
+        // module adds runc's default device allow-list to the spec's rules.
+        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            cg.apply(res)?;
+        }
     }
     parent_chan.send(&Msg::Go)?;
     state.pid = pid.as_raw();
@@ -351,17 +354,6 @@ fn spawn(
             }
         }
     }
-}
-
-/// The spec's resources plus allow rules for the devices every container gets (as runc adds).
-fn resources_with_devices(spec: &oci_spec::runtime::Spec) -> Option<LinuxResources> {
-    let linux = spec.linux().as_ref()?;
-    let mut res = linux.resources().clone().unwrap_or_default();
-    let spec_devs = linux.devices().as_deref().unwrap_or(&[]);
-    let mut rules = res.devices().clone().unwrap_or_default();
-    rules.extend(devices::allow_rules(&devices::all(spec_devs)));
-    res.set_devices(Some(rules));
-    Some(res)
 }
 
 /// Write the pid file atomically (temp file + rename), as runc does.
