@@ -71,8 +71,14 @@ pub fn setup_in_container(socket: RawFd, size: Option<(u16, u16)>) -> Result<(),
     if !console.exists() {
         let _ = std::fs::File::create(console);
     }
-    crate::mounts::do_mount(Some(Path::new(&name)), console, Some("bind"), nix::mount::MsFlags::MS_BIND, None)
-        .map_err(|e| ConsoleError::Console(e.to_string()))?;
+    crate::mounts::do_mount(
+        Some(Path::new(&name)),
+        console,
+        Some("bind"),
+        nix::mount::MsFlags::MS_BIND,
+        None,
+    )
+    .map_err(|e| ConsoleError::Console(e.to_string()))?;
     let fds = [master.as_raw_fd()];
     let iov = [IoSlice::new(name.as_bytes())];
     sendmsg::<()>(

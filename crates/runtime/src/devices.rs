@@ -5,9 +5,7 @@ use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-use oci_spec::runtime::{
-    LinuxDevice, LinuxDeviceBuilder, LinuxDeviceType,
-};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceBuilder, LinuxDeviceType};
 
 use crate::mounts;
 use crate::secure_path;

@@ -182,7 +182,10 @@ pub fn unshare_time(spec: &Spec) -> Result<(), NamespaceError> {
 
 /// Bring up `lo` in a network namespace we created, as runc does (ioctl, no netlink needed).
 pub fn loopback_up() -> Result<(), NamespaceError> {
-    let err = |source: std::io::Error| NamespaceError::Write { file: "lo: set IFF_UP".into(), source };
+    let err = |source: std::io::Error| NamespaceError::Write {
+        file: "lo: set IFF_UP".into(),
+        source,
+    };
     // SAFETY: a plain datagram socket used only for interface ioctls, closed below.
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if sock < 0 {

@@ -180,7 +180,11 @@ fn diagnose(path: &Path, bytes: &[u8], err: serde_json::Error) -> SpecError {
     };
     SpecError::Field {
         path: path.to_path_buf(),
-        field: if field_path.is_empty() || field_path == "." { "(document)".into() } else { field_path },
+        field: if field_path.is_empty() || field_path == "." {
+            "(document)".into()
+        } else {
+            field_path
+        },
         msg: strip_position(&err.to_string()),
     }
 }

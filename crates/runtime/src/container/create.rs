@@ -262,9 +262,15 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         Some(sock) => Some(console::recv_master(sock.as_raw_fd())?),
         None => None,
     };
-    parent_chan
-        .expect(Msg::Ready)
-        .map_err(|e| Error::Child(e.0))?;
+    if let Err(e) = parent_chan.expect(Msg::Ready) {
+        return Err(explain_death(
+            pid,
+            undo.cgroup.as_ref(),
+            &spec,
+            e.0,
+            &mut undo.pids,
+        ));
+    }
 
     let dir = undo
         .dir
@@ -353,6 +359,49 @@ fn spawn(
                 Err(e) => Err(e.into()),
             }
         }
+    }
+}
+
+/// The container process died during set-up: if the kernel's OOM killer did it (a memory limit
+/// below what set-up needs), say so and name the limit rather than "exited during set-up".
+fn explain_death(
+    pid: Pid,
+    cgroup: Option<&Cgroup>,
+    spec: &oci_spec::runtime::Spec,
+    msg: String,
+    pids: &mut Vec<Pid>,
+) -> Error {
+    use nix::sys::wait::WaitStatus;
+    let limit = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit());
+    let (Some(limit), Some(cg)) = (limit, cgroup) else {
+        return Error::Child(msg);
+    };
+    if !matches!(
+        waitpid(pid, None),
+        Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _))
+    ) {
+        return Error::Child(msg);
+    }
+    pids.retain(|p| *p != pid);
+    let oom = cg.controller_dir("memory").is_some_and(|dir| {
+        ["memory.oom_control", "memory.events"].iter().any(|f| {
+            std::fs::read_to_string(dir.join(f)).is_ok_and(|t| {
+                t.lines()
+                    .any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim() != "0"))
+            })
+        })
+    });
+    if oom {
+        Error::Child(format!(
+            "linux.resources.memory.limit {limit}: the container process was killed by the OOM killer during set-up (limit too low)"
+        ))
+    } else {
+        Error::Child(msg)
     }
 }
 
