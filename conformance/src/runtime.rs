@@ -139,6 +139,15 @@ impl Runtime {
     pub fn rcrun() -> Runtime {
         Runtime::with_bin(subject_bin(), "subject")
     }
+    /// Whether the subject is runc itself (the suite's self-validation run): tests of features
+    /// runc 1.1 lacks then have nothing to check and say so.
+    pub fn subject_is_reference() -> bool {
+        let out = std::process::Command::new(subject_bin())
+            .arg("--version")
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).starts_with("runc version"))
+            .unwrap_or(false)
+    }
     /// The reference runtime (`RUNC_BIN` / runc on PATH).
     pub fn runc() -> Runtime {
         Runtime::with_bin(reference_bin(), "runc")
