@@ -57,6 +57,12 @@ MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 
 
+def default_rcrun() -> str:
+    """The static build scripts/build-release.sh makes, if present; else the plain release build."""
+    static = sorted((REPO / "target" / "static").glob("*/release/rcrun"))
+    return str(static[0] if static else REPO / "target" / "release" / "rcrun")
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -954,8 +960,9 @@ def markdown_report(res: dict, list_count: int) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rcrun", default=str(REPO / "target" / "release" / "rcrun"),
-                   help="rcrun binary (default: <repo>/target/release/rcrun)")
+    p.add_argument("--rcrun", default=default_rcrun(),
+                   help="rcrun binary (default: the shipping build from scripts/build-release.sh, "
+                        "<repo>/target/static/<host>/release/rcrun, else <repo>/target/release/rcrun)")
     p.add_argument("--runc", default=None, help="runc binary (default: from PATH)")
     p.add_argument("--crun", default=None, help="crun binary (default: from PATH)")
     p.add_argument("--runtimes", default="rcrun,runc,crun",

@@ -6,8 +6,10 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
+triple=$(rustc -vV | sed -n 's/^host: //p')
+bin="$repo/target/static/$triple/release/rcrun"
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    (cd "$repo" && cargo build --release -p rcrun)
+    bin=$("$repo/scripts/build-release.sh")
 fi
-# A later --rcrun in "$@" overrides this default.
-exec "${PYTHON:-python3}" "$here/lifecycle.py" --rcrun "$repo/target/release/rcrun" "$@"
+# A later --rcrun in "$@" overrides this default (the shipping build: static, see scripts/build-release.sh).
+exec "${PYTHON:-python3}" "$here/lifecycle.py" --rcrun "$bin" "$@"

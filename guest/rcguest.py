@@ -806,6 +806,18 @@ def boot_and_run(argv_cmd, profiles, timeout=DEFAULT_TIMEOUT, memory=DEFAULT_MEM
 def stream_qemu(cmd, nonce, timeout, t0):
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        return _stream_qemu(proc, nonce, timeout, t0)
+    finally:
+        if proc.poll() is None:  # Ctrl-C, SIGTERM, a bug: never leave qemu behind
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def _stream_qemu(proc, nonce, timeout, t0):
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     deadline = t0 + timeout
@@ -926,6 +938,8 @@ def parse_profiles(s):
         out.append(p)
     if "cgroup1" in out and "cgroup2" in out:
         die("cgroup1 and cgroup2 are exclusive", 2)
+    if not {"cgroup1", "cgroup2", "base"} & set(out):
+        out.insert(0, "cgroup2")  # containers need a cgroup fs; `base` opts out
     return out
 
 
@@ -1079,6 +1093,7 @@ if __name__ == "__main__":
     fn = {"run": main_run, "run-suite": main_suite, "build": main_build}.get(sub)
     if fn is None:
         die(f"unknown subcommand {sub}", 2)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         sys.exit(fn(rest))
     except KeyboardInterrupt:

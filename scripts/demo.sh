@@ -3,8 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-cargo build --release -p rcrun
-install -m 0755 target/release/rcrun /usr/local/bin/rcrun
+install -m 0755 "$(bash scripts/build-release.sh)" /usr/local/bin/rcrun
 
 bundle=${BUNDLE:-/tmp/rcrun-demo}
 rm -rf "$bundle"

@@ -51,6 +51,18 @@ pub fn home_dir(uid: u32) -> String {
     "/".into()
 }
 
+/// The host's name for a uid from /etc/passwd ("#uid" if none). Read directly rather than
+/// through NSS, which a statically linked rcrun cannot load.
+pub fn host_user_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && f[2].parse::<u32>().ok() == Some(uid))
+        .map(|f| f[0].to_string())
+        .unwrap_or_else(|| format!("#{uid}"))
+}
+
 /// Give the container's user its stdio, as runc does: pipes owned by root are otherwise
 /// unwritable for a non-root process. /dev/null and ttys are left alone.
 pub fn fix_stdio_owner(uid: u32, gid: u32) {

@@ -172,21 +172,89 @@ fn diagnose(path: &Path, bytes: &[u8], err: serde_json::Error) -> SpecError {
             }
         }
     }
-    // Anything else: a second, path-tracking parse names the field (slow path only).
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let field_path = match serde_path_to_error::deserialize::<_, Spec>(&mut de) {
-        Err(e) => e.path().to_string(),
-        Ok(_) => String::new(),
-    };
+    // Anything else (a wrong type, a missing field): name the field at the error's position.
+    let field = json_path_at(bytes, err.line(), err.column());
     SpecError::Field {
         path: path.to_path_buf(),
-        field: if field_path.is_empty() || field_path == "." {
+        field: if field.is_empty() {
             "(document)".into()
         } else {
-            field_path
+            field
         },
         msg: strip_position(&err.to_string()),
     }
+}
+
+/// The dotted path (`process.args`, `mounts[2].options`) of the value at a line/column of a
+/// JSON text. A small scanner instead of a path-tracking deserializer: that would double the
+/// size of the spec's deserialization code in the binary for an error path.
+fn json_path_at(bytes: &[u8], line: usize, column: usize) -> String {
+    enum Frame {
+        Obj(Option<String>),
+        Arr(usize),
+    }
+    let (mut l, mut c) = (1usize, 0usize);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() && (l < line || (l == line && c < column.saturating_sub(1))) {
+        let b = bytes[i];
+        match b {
+            b'\n' => {
+                l += 1;
+                c = 0;
+                i += 1;
+                continue;
+            }
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                while j < bytes.len() && bytes[j] != b'"' {
+                    j += if bytes[j] == b'\\' { 2 } else { 1 };
+                }
+                let text = String::from_utf8_lossy(&bytes[start..j.min(bytes.len())]).into_owned();
+                c += j + 1 - i;
+                i = j + 1;
+                // A string directly followed by ':' is a key.
+                let mut k = i;
+                while k < bytes.len() && bytes[k].is_ascii_whitespace() {
+                    k += 1;
+                }
+                if bytes.get(k) == Some(&b':') {
+                    if let Some(Frame::Obj(key)) = stack.last_mut() {
+                        *key = Some(text);
+                    }
+                }
+                continue;
+            }
+            b'{' => stack.push(Frame::Obj(None)),
+            b'[' => stack.push(Frame::Arr(0)),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => {
+                if let Some(Frame::Arr(n)) = stack.last_mut() {
+                    *n += 1;
+                }
+            }
+            _ => {}
+        }
+        c += 1;
+        i += 1;
+    }
+    let mut out = String::new();
+    for f in &stack {
+        match f {
+            Frame::Obj(Some(k)) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Frame::Obj(None) => {}
+            Frame::Arr(n) => out.push_str(&format!("[{n}]")),
+        }
+    }
+    out
 }
 
 fn strip_position(msg: &str) -> String {
@@ -290,4 +358,26 @@ pub fn namespace(
         .as_ref()?
         .iter()
         .find(|ns| ns.typ() == typ)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let text = br#"{"ociVersion": "1.0.0",
+  "process": {"cwd": "/", "user": {"uid": 0, "gid": 0},
+     "args": "true"},
+  "mounts": [{"destination": "/a"}, {"destination": "/b", "options": "ro"}]}"#;
+        let err = serde_json::from_slice::<Spec>(text).err().unwrap();
+        assert!(
+            matches!(diagnose(Path::new("c"), text, err), SpecError::Field { field, .. } if field == "process.args")
+        );
+        let text2 = br#"{"ociVersion": "1.0.0", "mounts": [{"destination": "/a"}, {"destination": "/b", "options": "ro"}]}"#;
+        let err = serde_json::from_slice::<Spec>(text2).err().unwrap();
+        assert!(
+            matches!(diagnose(Path::new("c"), text2, err), SpecError::Field { field, .. } if field == "mounts[1].options")
+        );
+    }
 }

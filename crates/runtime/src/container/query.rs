@@ -27,11 +27,7 @@ pub fn list(root: &Path) -> Result<Vec<Entry>, Error> {
     for (dir, st) in state::list(root)? {
         let status = st.status(&dir);
         let uid = std::fs::metadata(&dir).map(|m| m.uid()).unwrap_or(0);
-        let owner = nix::unistd::User::from_uid(uid.into())
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_else(|| format!("#{uid}"));
+        let owner = crate::identity::host_user_name(uid);
         out.push(Entry {
             state: st,
             status,
