@@ -259,7 +259,16 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     }
     // The console master arrives before Ready: receive it now or the child could block on it.
     let console_master = match own_console_parent {
-        Some(sock) => Some(console::recv_master(sock.as_raw_fd())?),
+        Some(sock) => match console::recv_master(sock.as_raw_fd()) {
+            Ok(m) => Some(m),
+            // No master because set-up failed before the console: report that failure.
+            Err(e) => {
+                return Err(match parent_chan.recv() {
+                    Ok(Msg::Error(text)) => Error::Child(text),
+                    _ => e.into(),
+                })
+            }
+        },
         None => None,
     };
     if let Err(e) = parent_chan.expect(Msg::Ready) {

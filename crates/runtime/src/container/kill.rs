@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 
 use super::{sys, Error};
 use crate::cgroups::Cgroup;
@@ -48,6 +47,5 @@ pub(crate) fn signal_all(cg: &Cgroup, signal: i32) -> Result<(), Error> {
     if signal == Signal::SIGKILL as i32 {
         let _ = cg.thaw();
     }
-    let _ = Pid::this();
     Ok(())
 }
