@@ -1014,8 +1014,9 @@ def main_suite(argv):
                                  "rcrun-conformance test executables and run them in the guest.")
     common_args(ap)
     ap.add_argument("--release", action="store_true", help="build rcrun with --release")
-    ap.add_argument("--package", default="rcrun-conformance", help="test package (default "
-                    "rcrun-conformance)")
+    ap.add_argument("--package", action="append", help="test package, repeatable (default: "
+                    "rcrun-runtime and rcrun-conformance: the library's unit tests, cgroup v2 "
+                    "ones included, and the integration suite)")
     ap.add_argument("--workspace", default=REPO, help="cargo workspace (default: this repo)")
     ap.add_argument("--rcrun", help="use this rcrun binary instead of building one")
     ap.add_argument("--jobs", "-j", default=str(CPUS))
@@ -1023,6 +1024,7 @@ def main_suite(argv):
                     help="after --: arguments for the test executables (filters, --test-threads)")
     a = ap.parse_args(argv)
     QUIET = a.quiet
+    packages = a.package or ["rcrun-runtime", "rcrun-conformance"]
     targs = a.test_args[1:] if a.test_args[:1] == ["--"] else a.test_args
     ws = os.path.abspath(a.workspace)
     t0 = time.time()
@@ -1036,11 +1038,11 @@ def main_suite(argv):
         meta = json.loads(subprocess.run(["cargo", "metadata", "--format-version=1", "--no-deps"],
                                          cwd=ws, capture_output=True, check=True).stdout)
         rcrun = os.path.join(meta["target_directory"], "release" if a.release else "debug", "rcrun")
-    tests = ["cargo", "test", "-j", a.jobs, "-p", a.package, "--no-run"]
+    tests = ["cargo", "test", "-j", a.jobs, "--no-run"] + [x for p in packages for x in ("-p", p)]
     log("$ " + shlex.join(tests))
     exes = cargo_executables(tests, ws)
     if not exes:
-        die(f"no test executables from {a.package}", 1)
+        die(f"no test executables from {' '.join(packages)}", 1)
     log(f"built in {time.time() - t0:.1f}s: rcrun={rcrun}, tests: " + " ".join(
         os.path.basename(e) for e in exes))
     lines = ["rc=0"]
@@ -1053,10 +1055,12 @@ def main_suite(argv):
     # like `cargo test`: run from the package directory, which is copied in
     # (sources and fixtures only, it is small)
     adds = a.add + exes + [rcrun]
-    pkgdir = package_dir(ws, a.package)
-    if pkgdir:
-        env.setdefault("CARGO_MANIFEST_DIR", pkgdir)
-        adds += [os.path.join(pkgdir, f) for f in os.listdir(pkgdir) if f != "target"]
+    for package in packages:
+        pkgdir = package_dir(ws, package)
+        if pkgdir:
+            if package == packages[-1]:
+                env.setdefault("CARGO_MANIFEST_DIR", pkgdir)
+            adds += [os.path.join(pkgdir, f) for f in os.listdir(pkgdir) if f != "target"]
     return boot_and_run([], parse_profiles(a.profile), a.timeout, a.memory, adds,
                         env, a.share, a.cwd or pkgdir, a.verbose, "\n".join(lines),
                         [m for m in a.modules.split(",") if m], not a.no_install, not a.no_strip)

@@ -5,8 +5,19 @@ use crate::util::{unique_id, TempDir};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-/// Exactly what `runc spec` (runc 1.1) writes.
+/// Exactly what `runc spec` (runc 1.1) writes: on a pure cgroup v2 host it adds a cgroup
+/// namespace.
 pub fn default_spec() -> Value {
+    let mut spec = runc_spec_v1_host();
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        if let Some(nss) = spec["linux"]["namespaces"].as_array_mut() {
+            nss.push(json!({"type": "cgroup"}));
+        }
+    }
+    spec
+}
+
+fn runc_spec_v1_host() -> Value {
     let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
     json!({
         "ociVersion": "1.0.2-dev",

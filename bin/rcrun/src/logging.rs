@@ -87,9 +87,23 @@ impl Visit for Fields {
     }
 }
 
+impl Logger {
+    /// Below our own level for foreign targets: everything with --debug, errors only otherwise.
+    fn debug_floor(&self) -> Level {
+        if self.max == Level::DEBUG {
+            Level::DEBUG
+        } else {
+            Level::ERROR
+        }
+    }
+}
+
 impl Subscriber for Logger {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
-        *m.level() <= self.max
+        // Libraries' own warnings (libcgroups notes controllers it does not manage, such as
+        // rdma or misc on a v2 host) are detail for --debug, not lines in a client's log.
+        let ours = m.target().starts_with("rcrun");
+        *m.level() <= if ours { self.max } else { self.debug_floor() }
     }
 
     fn new_span(&self, _: &Attributes<'_>) -> Id {

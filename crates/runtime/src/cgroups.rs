@@ -1270,6 +1270,12 @@ fn wrapped_to_cgroup(e: &WrappedIoError, fallback_dir: &Path) -> Option<CgroupEr
     None
 }
 
+/// runc 1.1's cpu.shares (2..262144) to cpu.weight (1..10000) conversion.
+fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
 fn v2_err(op: &'static str, dir: &Path, e: libcgroups::v2::manager::V2ManagerError) -> CgroupError {
     use libcgroups::v2::manager::V2ManagerError as E;
     // Find a WrappedIoError (file write) anywhere in the chain; the controller error types of
@@ -1960,6 +1966,23 @@ impl Cgroup {
             self.v2_apply(r, &dir)?;
         }
         // Gaps in libcgroups' v2 manager:
+        // cpu.shares → cpu.weight with runc's linear mapping (libcgroups uses the newer
+        // quadratic one): the same weight for the same spec as runc on this host. An explicit
+        // unified "cpu.weight" still wins.
+        if let Some(shares) = r
+            .cpu()
+            .as_ref()
+            .and_then(|c| c.shares())
+            .filter(|s| *s != 0)
+        {
+            if !r
+                .unified()
+                .as_ref()
+                .is_some_and(|u| u.contains_key("cpu.weight"))
+            {
+                write_file(&dir, "cpu.weight", &shares_to_weight(shares).to_string())?;
+            }
+        }
         if let Some(rdma) = r.rdma() {
             if !rdma.is_empty() {
                 write_rdma(&dir, rdma)?;
@@ -3347,34 +3370,17 @@ mod tests {
 
         // clone3(CLONE_INTO_CGROUP) with clone_into_fd(): born inside, no add_task needed.
         let fd = cg.clone_into_fd().expect("clone_into_fd on cgroup2");
-        #[repr(C)]
-        #[derive(Default)]
-        struct CloneArgs {
-            flags: u64,
-            pidfd: u64,
-            child_tid: u64,
-            parent_tid: u64,
-            exit_signal: u64,
-            stack: u64,
-            stack_size: u64,
-            tls: u64,
-            set_tid: u64,
-            set_tid_size: u64,
-            cgroup: u64,
-        }
-        let mut args = CloneArgs {
-            flags: 0x2_0000_0000, // CLONE_INTO_CGROUP
-            exit_signal: libc::SIGCHLD as u64,
-            cgroup: std::os::fd::AsRawFd::as_raw_fd(&fd) as u64,
-            ..Default::default()
-        };
-        // SAFETY: plain fork-like clone3; the child only calls async-signal-safe functions.
-        let cpid = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &mut args as *mut CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
+        let forked = crate::container::clone::clone_into(
+            nix::sched::CloneFlags::empty(),
+            Some(std::os::fd::AsRawFd::as_raw_fd(&fd)),
+        )
+        .expect("clone3");
+        let cpid: i64 = match forked {
+            crate::container::clone::Forked::Child => 0,
+            crate::container::clone::Forked::Parent { pid, in_cgroup } => {
+                assert!(in_cgroup, "this kernel has CLONE_INTO_CGROUP");
+                pid.as_raw() as i64
+            }
         };
         if cpid == 0 {
             // SAFETY: child of clone3: wait for the parent's SIGKILL.

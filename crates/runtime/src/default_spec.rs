@@ -70,6 +70,12 @@ pub fn default_spec(rootless: Option<(u32, u32)>) -> Value {
             "readonlyPaths": READONLY
         }
     });
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        // As runc: on a pure cgroup v2 host containers get their own cgroup namespace.
+        if let Some(nss) = spec["linux"]["namespaces"].as_array_mut() {
+            nss.push(json!({"type": "cgroup"}));
+        }
+    }
     if let Some((uid, gid)) = rootless {
         spec["linux"] = json!({
             "uidMappings": [{"containerID": 0, "hostID": uid, "size": 1}],

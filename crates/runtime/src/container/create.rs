@@ -6,7 +6,7 @@
 //! runtime-namespace hooks when it asks, and save state.json once it reports ready. Any failure
 //! undoes all of that.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -17,6 +17,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxNamespaceType;
 
+use super::clone::Forked;
 use super::{sys, Error};
 use crate::cgroups::{Cgroup, CgroupOptions};
 use crate::init::{self, InitConfig};
@@ -220,9 +221,18 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     };
 
     let (parent_chan, child_chan) = sync::pair()?;
-    let pid = {
+    let (pid, in_cgroup) = {
         let _s = tracing::debug_span!("clone", flags = ?plan.clone_flags).entered();
-        spawn(&cfg, &plan, &ns_files, &parent_chan, child_chan, &mut undo)?
+        let into = undo.cgroup.as_ref().and_then(|c| c.clone_into_fd());
+        spawn(
+            &cfg,
+            &plan,
+            &ns_files,
+            &parent_chan,
+            child_chan,
+            into.as_ref().map(|f| f.as_raw_fd()),
+            &mut undo,
+        )?
     };
     drop(ns_files);
     // Only the child may hold exec.fifo now, or `start` would never see it close on exec.
@@ -234,7 +244,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         namespaces::write_id_maps(pid.as_raw(), &spec, opts.rootless)?;
     }
     if let Some(cg) = undo.cgroup.as_ref() {
-        cg.add_task(pid)?;
+        if !in_cgroup {
+            cg.add_task(pid)?;
+        }
         // After the process is in: a limit below its usage then fails here with the kernel's
         // EBUSY (as with runc) instead of an OOM kill in the middle of set-up. The cgroup
         // module adds runc's default device allow-list to the spec's rules.
@@ -310,20 +322,21 @@ fn spawn(
     ns_files: &[(LinuxNamespaceType, PathBuf, std::fs::File)],
     parent_chan: &sync::Channel,
     child_chan: sync::Channel,
+    cgroup_fd: Option<RawFd>,
     undo: &mut Undo,
-) -> Result<Pid, Error> {
+) -> Result<(Pid, bool), Error> {
     if plan.direct_clone() {
-        return match super::clone::clone(plan.clone_flags)
+        return match super::clone::clone_into(plan.clone_flags, cgroup_fd)
             .map_err(sys("clone container process"))?
         {
-            None => {
+            Forked::Child => {
                 // SAFETY: our copy of the parent's end must not keep the channel open.
                 let _ = nix::unistd::close(parent_chan.0.as_raw_fd());
                 init::run(cfg, &child_chan)
             }
-            Some(pid) => {
+            Forked::Parent { pid, in_cgroup } => {
                 undo.pids.push(pid);
-                Ok(pid)
+                Ok((pid, in_cgroup))
             }
         };
     }
@@ -359,7 +372,7 @@ fn spawn(
                 Ok(Msg::Pid(p)) => {
                     let pid = Pid::from_raw(p);
                     undo.pids.push(pid);
-                    Ok(pid)
+                    Ok((pid, false))
                 }
                 Ok(Msg::Error(e)) => Err(Error::Child(e)),
                 Ok(other) => Err(Error::Child(format!(
