@@ -11,5 +11,10 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== build"
 cargo build -p rcrun
-echo "== unit and conformance tests"
+echo "== unit and conformance tests (this host: cgroup v1/v2 hybrid)"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-4}"
+# The same suites on a real 6.1 kernel with pure cgroup v2 (qemu; see docs/testing.md).
+if [ "${SKIP_GUEST:-0}" != 1 ]; then
+  echo "== unit and conformance tests in a pure cgroup v2 guest"
+  python3 guest/rcguest.py run-suite --profile cgroup2 --timeout "${GUEST_TIMEOUT:-1500}"
+fi

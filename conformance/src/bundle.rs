@@ -104,7 +104,9 @@ impl Bundle {
         let dir = TempDir::new("bundle");
         let rootfs = dir.join("rootfs");
         populate_rootfs(&rootfs);
-        let mut cfg = default_spec();
+        // The same namespaces on every host (the v1-host template): tests that want a cgroup
+        // namespace ask for one, so v1 and v2 runs check the same things.
+        let mut cfg = runc_spec_v1_host();
         cfg["process"]["terminal"] = json!(false);
         cfg["process"]["args"] = json!(["true"]);
         cfg["linux"]["cgroupsPath"] = json!(format!("/rcrun-conformance/{id}"));
