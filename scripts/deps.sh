@@ -5,7 +5,7 @@ set -euo pipefail
 
 need=()
 # The test rootfs needs a static busybox (Debian's busybox package is dynamic).
-if ! { [ -x /bin/busybox ] && ldd /bin/busybox 2>&1 | grep -q "not a dynamic"; }; then
+if ! { [ -x /bin/busybox ] && { ldd /bin/busybox 2>&1 || true; } | grep -Eq "not a dynamic|statically linked"; }; then
   need+=(busybox-static)
 fi
 command -v runc >/dev/null 2>&1 || need+=(runc)
