@@ -16,8 +16,7 @@ fn stat_field(stat: &str, n: usize) -> String {
 
 #[test]
 fn io_priority_is_applied() {
-    if Runtime::subject_is_reference() {
-        eprintln!("runc 1.1 does not implement this field: nothing to check for the reference");
+    if Runtime::skip_for_reference("runc 1.1 does not implement this field") {
         return;
     }
     let rt = Runtime::rcrun();
@@ -33,8 +32,7 @@ fn io_priority_is_applied() {
 
 #[test]
 fn scheduler_policy_and_nice() {
-    if Runtime::subject_is_reference() {
-        eprintln!("runc 1.1 does not implement this field: nothing to check for the reference");
+    if Runtime::skip_for_reference("runc 1.1 does not implement this field") {
         return;
     }
     let rt = Runtime::rcrun();
@@ -51,8 +49,7 @@ fn scheduler_policy_and_nice() {
 
 #[test]
 fn personality_linux32() {
-    if Runtime::subject_is_reference() {
-        eprintln!("runc 1.1 does not implement this field: nothing to check for the reference");
+    if Runtime::skip_for_reference("runc 1.1 does not implement this field") {
         return;
     }
     let rt = Runtime::rcrun();
@@ -118,8 +115,7 @@ fn rootfs_propagation_shared_and_private() {
     // The spec: rootfsPropagation "sets the rootfs's mount propagation". runc 1.1.5 applies it
     // to the host-side root before making the rootfs' parent private, so its container root
     // ends up private even for "shared": rcrun follows the spec here.
-    if Runtime::subject_is_reference() {
-        eprintln!("runc 1.1 leaves the container's / private for \"shared\"");
+    if Runtime::skip_for_reference("runc 1.1 leaves the container's / private for \"shared\"") {
         return;
     }
     let rt = Runtime::rcrun();

@@ -297,9 +297,12 @@ fn make_target(dest: &Path, dir: bool) -> Result<(), RootfsError> {
 /// A cgroup mount: on cgroup v2 a cgroup2 filesystem (with a cgroup namespace) or a bind of the
 /// container's cgroup; on v1/hybrid a tmpfs holding one bind per hierarchy, as runc builds it.
 fn mount_cgroup(ctx: &Context, dest: &Path, opts: &mounts::Options) -> Result<(), RootfsError> {
-    let flags = opts.flags
+    let mut flags = opts.flags
         & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
-    let ro = opts.flags.contains(MsFlags::MS_RDONLY);
+    let tmpfs_flags = flags;
+    if opts.flags.contains(MsFlags::MS_RDONLY) {
+        flags |= MsFlags::MS_RDONLY;
+    }
     let cg = ctx.cgroup_path.unwrap_or(Path::new("/"));
     let rel = cg.strip_prefix("/").unwrap_or(cg);
     let hierarchies = cgroup_mounts()?;
@@ -313,32 +316,11 @@ fn mount_cgroup(ctx: &Context, dest: &Path, opts: &mounts::Options) -> Result<()
                 Some(Path::new("cgroup2")),
                 dest,
                 Some("cgroup2"),
-                flags
-                    | if ro {
-                        MsFlags::MS_RDONLY
-                    } else {
-                        MsFlags::empty()
-                    },
+                flags,
                 None,
             )?;
         } else {
-            let src = Path::new("/sys/fs/cgroup").join(rel);
-            mounts::do_mount(
-                Some(&src),
-                dest,
-                Some("bind"),
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None,
-            )?;
-            mounts::bind_remount(
-                dest,
-                flags
-                    | if ro {
-                        MsFlags::MS_RDONLY
-                    } else {
-                        MsFlags::empty()
-                    },
-            )?;
+            bind_with_flags(&Path::new("/sys/fs/cgroup").join(rel), dest, flags)?;
         }
         return Ok(());
     }
@@ -346,7 +328,7 @@ fn mount_cgroup(ctx: &Context, dest: &Path, opts: &mounts::Options) -> Result<()
         Some(Path::new("tmpfs")),
         dest,
         Some("tmpfs"),
-        flags,
+        tmpfs_flags,
         Some("mode=755"),
     )?;
     // runc leaves the hybrid layout's cgroup2 mount out of v1 containers, and the tmpfs itself
@@ -363,34 +345,30 @@ fn mount_cgroup(ctx: &Context, dest: &Path, opts: &mounts::Options) -> Result<()
         } else {
             h.mount_point.clone()
         };
-        mounts::do_mount(
-            Some(&src),
-            &target,
-            Some("bind"),
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        )?;
-        mounts::bind_remount(
-            &target,
-            flags
-                | if ro {
-                    MsFlags::MS_RDONLY
-                } else {
-                    MsFlags::empty()
-                },
-        )?;
+        bind_with_flags(&src, &target, flags)?;
         // Co-mounted controllers (cpu,cpuacct) get the per-controller symlinks runc makes.
-        if let Some(n) = name.to_str() {
-            if n.contains(',') {
-                for part in n.split(',') {
-                    let link = dest.join(part);
-                    if !link.exists() {
-                        symlink(n, &link).map_err(io("symlink", &link))?;
-                    }
+        if let Some(n) = name.to_str().filter(|n| n.contains(',')) {
+            for part in n.split(',') {
+                let link = dest.join(part);
+                if !link.exists() {
+                    symlink(n, &link).map_err(io("symlink", &link))?;
                 }
             }
         }
     }
+    Ok(())
+}
+
+/// A recursive bind, then a remount with `flags` (a bind ignores them on the first call).
+fn bind_with_flags(src: &Path, dest: &Path, flags: MsFlags) -> Result<(), RootfsError> {
+    mounts::do_mount(
+        Some(src),
+        dest,
+        Some("bind"),
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    mounts::bind_remount(dest, flags)?;
     Ok(())
 }
 
