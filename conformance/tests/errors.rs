@@ -448,3 +448,32 @@ fn missing_id_argument() {
         "no message:\n{out}"
     );
 }
+
+#[test]
+fn systemd_cgroup_without_systemd() {
+    // No systemd runs on the test machines (nor in the guest): `--systemd-cgroup` must fail
+    // with a clear line about systemd, and leave nothing. runc 1.1.5 fails too.
+    if std::path::Path::new("/run/systemd/system").exists() {
+        eprintln!("systemd runs here: the missing-systemd error does not apply");
+        return;
+    }
+    let rt = Runtime::rcrun();
+    let mut b = Bundle::new();
+    b.set(
+        "/linux/cgroupsPath",
+        serde_json::json!(format!("system.slice:rcrun-conformance:{}", b.id)),
+    );
+    b.write();
+    let _g = rt.guard(&b.id);
+    let bundle = b.path().to_string_lossy().into_owned();
+    let out = rt.exec_opts(
+        &["create", "--bundle", &bundle, &b.id],
+        rcrun_conformance::runtime::Opts {
+            global: vec!["--systemd-cgroup".into()],
+            ..Default::default()
+        },
+    );
+    out.assert_fail().assert_one_line_error(&["systemd"]);
+    rt.state(&b.id).assert_fail();
+    assert_no_leftovers(&rt, &b, &b.id, None);
+}

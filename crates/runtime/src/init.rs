@@ -67,6 +67,21 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     for fd in &cfg.close_now {
         let _ = nix::unistd::close(*fd);
     }
+    let in_userns = cfg.plan.new_user
+        || cfg
+            .plan
+            .join
+            .iter()
+            .any(|(t, _)| *t == LinuxNamespaceType::User);
+    if !in_userns {
+        // Until execve this process is rcrun's code: keep container processes (exec'd into the
+        // container before start) from reaching it through /proc/PID/{exe,mem,fd}. execve of
+        // the user's program makes it dumpable again. In a user namespace the process must
+        // still write its own /proc files as the namespace's root, so it stays dumpable there
+        // (the sealed-binary defence of the security work covers that case).
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+    }
     // Signals blocked by a foreground `run` and ignored dispositions must not reach the program.
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     reset_signal_dispositions();
