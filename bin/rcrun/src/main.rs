@@ -2,6 +2,7 @@
 //! library, and turns errors into runc's one-line messages and exit codes.
 
 mod cli;
+mod commands;
 mod logging;
 
 use std::io::Write;
@@ -161,6 +162,13 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             }
         }
         Command::List { format, quiet } => list(cli, *format, *quiet)?,
+        Command::Exec(a) => return commands::exec::run(cli, a),
+        Command::Ps { format, id, ps_args } => commands::ps::run(cli, *format, id, ps_args)?,
+        Command::Pause { id } => commands::pause::pause(cli, id)?,
+        Command::Resume { id } => commands::pause::resume(cli, id)?,
+        Command::Update(a) => commands::update::run(cli, a)?,
+        Command::Events { stats, interval, id } => commands::events::run(cli, *stats, interval, id)?,
+        Command::Features => commands::features::run()?,
         Command::Spec { bundle, rootless } => spec(bundle.as_deref(), *rootless)?,
     }
     Ok(0)
