@@ -163,11 +163,19 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::List { format, quiet } => list(cli, *format, *quiet)?,
         Command::Exec(a) => return commands::exec::run(cli, a),
-        Command::Ps { format, id, ps_args } => commands::ps::run(cli, *format, id, ps_args)?,
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => commands::ps::run(cli, *format, id, ps_args)?,
         Command::Pause { id } => commands::pause::pause(cli, id)?,
         Command::Resume { id } => commands::pause::resume(cli, id)?,
         Command::Update(a) => commands::update::run(cli, a)?,
-        Command::Events { stats, interval, id } => commands::events::run(cli, *stats, interval, id)?,
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => commands::events::run(cli, *stats, interval, id)?,
         Command::Features => commands::features::run()?,
         Command::Spec { bundle, rootless } => spec(bundle.as_deref(), *rootless)?,
     }

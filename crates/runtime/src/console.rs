@@ -44,7 +44,12 @@ pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
 }
 
 /// In the container (after pivot_root): make the pty, send the master, adopt the slave.
-pub fn setup_in_container(socket: RawFd, size: Option<(u16, u16)>) -> Result<(), ConsoleError> {
+/// The container's first process also gets it bound over /dev/console (`dev_console`).
+pub fn setup_in_container(
+    socket: RawFd,
+    size: Option<(u16, u16)>,
+    dev_console: bool,
+) -> Result<(), ConsoleError> {
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(sys("open /dev/ptmx"))?;
     grantpt(&master).map_err(sys("grantpt"))?;
@@ -66,19 +71,21 @@ pub fn setup_in_container(socket: RawFd, size: Option<(u16, u16)>) -> Result<(),
         nix::sys::stat::Mode::empty(),
     )
     .map_err(sys("open pty slave"))?;
-    // runc's /dev/console: the pty slave bound over it, so programs writing there reach the pty.
-    let console = Path::new("/dev/console");
-    if !console.exists() {
-        let _ = std::fs::File::create(console);
+    if dev_console {
+        // runc's /dev/console: the pty slave bound over it, so programs writing there reach the pty.
+        let console = Path::new("/dev/console");
+        if !console.exists() {
+            let _ = std::fs::File::create(console);
+        }
+        crate::mounts::do_mount(
+            Some(Path::new(&name)),
+            console,
+            Some("bind"),
+            nix::mount::MsFlags::MS_BIND,
+            None,
+        )
+        .map_err(|e| ConsoleError::Console(e.to_string()))?;
     }
-    crate::mounts::do_mount(
-        Some(Path::new(&name)),
-        console,
-        Some("bind"),
-        nix::mount::MsFlags::MS_BIND,
-        None,
-    )
-    .map_err(|e| ConsoleError::Console(e.to_string()))?;
     let fds = [master.as_raw_fd()];
     let iov = [IoSlice::new(name.as_bytes())];
     sendmsg::<()>(

@@ -4,9 +4,7 @@
 //! new namespaces, and talks to the runtime over [`crate::sync`]. Between `create` and `start` it
 //! blocks in read(2) on exec.fifo; `start` writes one byte. Nothing of rcrun is left once it execs.
 
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
@@ -15,7 +13,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::namespaces::Plan;
 use crate::sync::{Channel, Msg};
-use crate::{capabilities, console, fds, hooks, identity, lsm, namespaces, rlimits, rootfs, sched};
+use crate::{console, hooks, namespaces, process as proc_attrs, rootfs, sched};
 
 /// Everything the child needs; it lives in the parent's memory, copied by the clone.
 pub struct InitConfig<'a> {
@@ -84,7 +82,7 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     }
     // Signals blocked by a foreground `run` and ignored dispositions must not reach the program.
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-    reset_signal_dispositions();
+    proc_attrs::reset_signal_dispositions();
     // Die with the runtime while it still owns us (cleared before waiting for start).
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -174,76 +172,25 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
             .console_size()
             .as_ref()
             .map(|b| (b.height() as u16, b.width() as u16));
-        console::setup_in_container(fd, size).map_err(s)?;
+        console::setup_in_container(fd, size, true).map_err(s)?;
         let _ = nix::unistd::close(fd);
     }
 
-    // The process' attributes, most privileged first.
-    if let Some(r) = process.rlimits() {
-        rlimits::apply(r).map_err(s)?;
-    }
-    if let Some(v) = process.oom_score_adj() {
-        sched::set_oom_score_adj(v).map_err(s)?;
-    }
     if let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) {
         sched::set_personality(p).map_err(s)?;
     }
-    if let Some(p) = process.io_priority() {
-        sched::set_io_priority(p).map_err(s)?;
-    }
-    if let Some(p) = process.scheduler() {
-        sched::set_scheduler(p).map_err(s)?;
-    }
-    lsm::apply_on_exec(
-        process.apparmor_profile().as_deref(),
-        process.selinux_label().as_deref(),
-    )
-    .map_err(s)?;
     if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         // Filter generation for every architecture is its own component (issue 5).
         tracing::warn!(default_action = ?seccomp.default_action(), "linux.seccomp is not enforced yet; ignored");
     }
-
-    let user = process.user();
-    let env = build_env(
-        process.env().as_deref().unwrap_or(&[]),
-        user.uid(),
-        cfg.listen_fds,
-    );
-    let args = process.args().as_deref().unwrap_or(&[]);
-    let prog = find_executable(&args[0], &env)?;
-    let c_args: Vec<CString> = args.iter().map(|a| cstring(a)).collect::<Step<_>>()?;
-    let c_env: Vec<CString> = env.iter().map(|a| cstring(a)).collect::<Step<_>>()?;
-
-    let caps = capabilities::resolve(process.capabilities().as_ref());
-    capabilities::apply_bounding(&caps).map_err(s)?;
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1) };
-    identity::fix_stdio_owner(user.uid(), user.gid());
-    let setgroups_ok = !cfg.rootless;
-    identity::switch(user, setgroups_ok).map_err(s)?;
-    nix::unistd::chdir(process.cwd()).map_err(|e| {
-        format!(
-            "chdir to cwd ({:?}) set in config.json failed: {e}",
-            process.cwd()
-        )
-    })?;
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0) };
-    capabilities::apply(&caps).map_err(s)?;
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
-        user.umask().unwrap_or(0o022) as _,
-    ));
-    if process.no_new_privileges().unwrap_or(false) {
-        // SAFETY: prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(format!(
-                "set no_new_privs: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    fds::cloexec_from(3 + cfg.preserved as i32).map_err(s)?;
+    let ready = proc_attrs::prepare(
+        process,
+        &proc_attrs::Options {
+            listen_fds: cfg.listen_fds,
+            preserved: cfg.preserved,
+            setgroups: !cfg.rootless,
+        },
+    )?;
 
     // Set-up is complete: from here on the runtime may exit, so stop tying our life to it.
     // SAFETY: prctl with integer arguments.
@@ -264,32 +211,7 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
             unsafe { libc::_exit(1) }
         }
     }
-    let argv: Vec<*const libc::c_char> = c_args
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain(Some(std::ptr::null()))
-        .collect();
-    let envp: Vec<*const libc::c_char> = c_env
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain(Some(std::ptr::null()))
-        .collect();
-    // SAFETY: NUL-terminated argument and environment vectors built above.
-    unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    let err = std::io::Error::last_os_error();
-    eprintln!("exec {:?}: {err}", args[0]);
-    // SAFETY: as above.
-    unsafe {
-        libc::_exit(if err.raw_os_error() == Some(libc::ENOENT) {
-            127
-        } else {
-            126
-        })
-    }
-}
-
-fn cstring(s: &str) -> Step<CString> {
-    CString::new(s).map_err(|_| format!("process: {s:?} contains a NUL byte"))
+    proc_attrs::exec(&ready)
 }
 
 /// Block until `start` writes to exec.fifo (opened O_RDWR by the runtime, so open never blocks
@@ -305,74 +227,4 @@ fn wait_for_start(fd: RawFd) -> Step<()> {
             Err(e) => return Err(format!("wait for start on exec.fifo: {e}")),
         }
     }
-}
-
-fn reset_signal_dispositions() {
-    for sig in 1..libc::SIGRTMAX() {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: restoring the default action is always valid for these numbers.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
-    }
-}
-
-/// The process environment plus what runc adds: HOME when unset, LISTEN_FDS for socket activation.
-fn build_env(env: &[String], uid: u32, listen_fds: usize) -> Vec<String> {
-    let mut out: Vec<String> = env.to_vec();
-    if !out.iter().any(|e| e.starts_with("HOME=")) {
-        out.push(format!("HOME={}", identity::home_dir(uid)));
-    }
-    if listen_fds > 0 {
-        out.retain(|e| !e.starts_with("LISTEN_FDS=") && !e.starts_with("LISTEN_PID="));
-        out.push(format!("LISTEN_FDS={listen_fds}"));
-        out.push("LISTEN_PID=1".into());
-    }
-    out
-}
-
-/// Resolve the program like runc's exec.LookPath, with the container's PATH, inside the new root,
-/// so a missing program fails `create` with the words Docker maps to exit code 127.
-fn find_executable(name: &str, env: &[String]) -> Step<CString> {
-    let check = |p: &Path| -> Result<(), std::io::Error> {
-        use std::os::unix::fs::PermissionsExt;
-        let m = std::fs::metadata(p)?;
-        if m.is_dir() || m.permissions().mode() & 0o111 == 0 {
-            return Err(std::io::Error::from_raw_os_error(libc::EACCES));
-        }
-        Ok(())
-    };
-    if name.contains('/') {
-        return match check(Path::new(name)) {
-            Ok(()) => cstring(name),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-                "exec: {name:?}: stat {name}: no such file or directory"
-            )),
-            Err(_) => Err(format!("exec: {name:?}: permission denied")),
-        };
-    }
-    let path = env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("");
-    let mut denied = false;
-    for dir in path.split(':') {
-        let dir = if dir.is_empty() { "." } else { dir };
-        let cand = Path::new(dir).join(name);
-        match check(&cand) {
-            Ok(()) => {
-                return CString::new(cand.as_os_str().as_bytes())
-                    .map_err(|_| format!("exec: {name:?}: invalid path"))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => denied = true,
-            Err(_) => {}
-        }
-    }
-    if denied {
-        return Err(format!("exec: {name:?}: permission denied"));
-    }
-    Err(format!(
-        "exec: {name:?}: executable file not found in $PATH"
-    ))
 }

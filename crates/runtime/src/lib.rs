@@ -28,6 +28,7 @@ pub mod init;
 pub mod lsm;
 pub mod mounts;
 pub mod namespaces;
+pub mod process;
 pub mod rlimits;
 pub mod rootfs;
 pub mod sched;

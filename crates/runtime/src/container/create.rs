@@ -6,19 +6,17 @@
 //! runtime-namespace hooks when it asks, and save state.json once it reports ready. Any failure
 //! undoes all of that.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 
 use nix::fcntl::OFlag;
-use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxNamespaceType;
 
-use super::clone::Forked;
-use super::{sys, Error};
+use super::{spawn, sys, Error};
 use crate::cgroups::{Cgroup, CgroupOptions};
 use crate::init::{self, InitConfig};
 use crate::namespaces::{self, Plan};
@@ -224,15 +222,16 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     let (pid, in_cgroup) = {
         let _s = tracing::debug_span!("clone", flags = ?plan.clone_flags).entered();
         let into = undo.cgroup.as_ref().and_then(|c| c.clone_into_fd());
-        spawn(
-            &cfg,
-            &plan,
+        let (pid, in_cgroup) = spawn::spawn(
+            plan.clone_flags,
             &ns_files,
             &parent_chan,
             child_chan,
             into.as_ref().map(|f| f.as_raw_fd()),
-            &mut undo,
-        )?
+            |chan| init::run(&cfg, chan),
+        )?;
+        undo.pids.push(pid);
+        (pid, in_cgroup)
     };
     drop(ns_files);
     // Only the child may hold exec.fifo now, or `start` would never see it close on exec.
@@ -313,75 +312,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         cgroup,
         console: console_master,
     })
-}
-
-/// Clone the container process, directly or through an intermediate that joins namespaces.
-fn spawn(
-    cfg: &InitConfig,
-    plan: &Plan,
-    ns_files: &[(LinuxNamespaceType, PathBuf, std::fs::File)],
-    parent_chan: &sync::Channel,
-    child_chan: sync::Channel,
-    cgroup_fd: Option<RawFd>,
-    undo: &mut Undo,
-) -> Result<(Pid, bool), Error> {
-    if plan.direct_clone() {
-        return match super::clone::clone_into(plan.clone_flags, cgroup_fd)
-            .map_err(sys("clone container process"))?
-        {
-            Forked::Child => {
-                // SAFETY: our copy of the parent's end must not keep the channel open.
-                let _ = nix::unistd::close(parent_chan.0.as_raw_fd());
-                init::run(cfg, &child_chan)
-            }
-            Forked::Parent { pid, in_cgroup } => {
-                undo.pids.push(pid);
-                Ok((pid, in_cgroup))
-            }
-        };
-    }
-    match super::clone::clone(CloneFlags::empty()).map_err(sys("clone intermediate process"))? {
-        None => {
-            let _ = nix::unistd::close(parent_chan.0.as_raw_fd());
-            for (typ, path, file) in ns_files {
-                if let Err(e) = namespaces::join(*typ, path, file) {
-                    let _ = child_chan.send(&Msg::Error(e.to_string()));
-                    // SAFETY: leave the forked copy without running the parent's destructors.
-                    unsafe { libc::_exit(1) }
-                }
-            }
-            match super::clone::clone(plan.clone_flags | CloneFlags::CLONE_PARENT) {
-                Ok(None) => init::run(cfg, &child_chan),
-                Ok(Some(pid)) => {
-                    let _ = child_chan.send(&Msg::Pid(pid.as_raw()));
-                    // SAFETY: as above.
-                    unsafe { libc::_exit(0) }
-                }
-                Err(e) => {
-                    let _ = child_chan.send(&Msg::Error(format!("clone container process: {e}")));
-                    // SAFETY: as above.
-                    unsafe { libc::_exit(1) }
-                }
-            }
-        }
-        Some(mid) => {
-            drop(child_chan);
-            let got = parent_chan.recv();
-            let _ = waitpid(mid, None);
-            match got {
-                Ok(Msg::Pid(p)) => {
-                    let pid = Pid::from_raw(p);
-                    undo.pids.push(pid);
-                    Ok((pid, false))
-                }
-                Ok(Msg::Error(e)) => Err(Error::Child(e)),
-                Ok(other) => Err(Error::Child(format!(
-                    "unexpected message from intermediate process: {other:?}"
-                ))),
-                Err(e) => Err(e.into()),
-            }
-        }
-    }
 }
 
 /// The container process died during set-up: if the kernel's OOM killer did it (a memory limit

@@ -8,6 +8,7 @@ pub mod delete;
 pub mod kill;
 pub mod query;
 pub mod run;
+pub mod spawn;
 pub mod start;
 
 use crate::state::Status;
