@@ -358,7 +358,7 @@ fn explain_death(
 }
 
 /// Write the pid file atomically (temp file + rename), as runc does.
-fn write_pid_file(path: &Path, pid: i32) -> Result<(), Error> {
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<(), Error> {
     let path = spec::absolute(path);
     let tmp = path.with_file_name(format!(
         ".{}.tmp",

@@ -5,11 +5,16 @@
 pub mod clone;
 pub mod create;
 pub mod delete;
+pub mod events;
+pub mod exec;
 pub mod kill;
+pub mod pause;
+pub mod ps;
 pub mod query;
 pub mod run;
 pub mod spawn;
 pub mod start;
+pub mod update;
 
 use crate::state::Status;
 
@@ -57,8 +62,26 @@ pub enum Error {
     NotRunning,
     #[error("cannot delete container {id} that is not stopped: {status}")]
     DeleteRunning { id: String, status: Status },
+    #[error("cannot exec in a stopped container")]
+    ExecStopped,
+    #[error("cannot exec in a paused container (use --ignore-paused to override)")]
+    ExecPaused,
     #[error("linux.namespaces: a mount namespace is required")]
     NoMountNamespace,
+    /// `pause` of a container that is neither running nor created (runc's ErrNotRunning).
+    #[error("container not running")]
+    NotRunningOrCreated,
+    #[error("container not paused")]
+    NotPaused,
+    /// `events` of a stopped container (runc's wording).
+    #[error("container with id {0} is not running")]
+    EventsNotRunning(String),
+    /// A bad `update` argument (`invalid value for memory: invalid size: 'abc'`).
+    #[error("invalid value for {flag}: {reason}")]
+    InvalidValue { flag: String, reason: String },
+    /// `ps`: running ps(1) failed, or its output has no PID column.
+    #[error("{0}")]
+    Ps(String),
 }
 
 pub(crate) fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {

@@ -94,7 +94,7 @@ fn start_or_destroy(dir: StateDir) -> Result<(), Error> {
 }
 
 /// Every signal we can catch except the synchronous ones, which belong to us, not the container.
-fn forwarded_signals() -> SigSet {
+pub(crate) fn forwarded_signals() -> SigSet {
     let mut set = SigSet::all();
     for s in [
         Signal::SIGSEGV,
@@ -109,7 +109,7 @@ fn forwarded_signals() -> SigSet {
     set
 }
 
-fn make_raw(fd: RawFd) -> Option<Termios> {
+pub(crate) fn make_raw(fd: RawFd) -> Option<Termios> {
     // SAFETY: fd 0 is open for the life of the process.
     let b = unsafe { BorrowedFd::borrow_raw(fd) };
     let saved = termios::tcgetattr(b).ok()?;
@@ -128,7 +128,7 @@ fn exit_code(ws: WaitStatus) -> Option<i32> {
 }
 
 /// Poll the signalfd and the terminal until the container's first process has exited.
-fn wait_loop(sfd: &SignalFd, pid: Pid, master: Option<&OwnedFd>) -> Result<i32, Error> {
+pub(crate) fn wait_loop(sfd: &SignalFd, pid: Pid, master: Option<&OwnedFd>) -> Result<i32, Error> {
     let mut stdin_open = master.is_some();
     let mut buf = [0u8; 8192];
     let mut exit: Option<i32> = None;
