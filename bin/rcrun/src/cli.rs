@@ -11,8 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     disable_version_flag = true
 )]
 pub struct Cli {
-    /// Root directory for storage of container state (should be on tmpfs).
-    #[arg(long, global = true, default_value = "/run/rcrun")]
+    /// Root directory for storage of container state (should be on tmpfs; default /run/rcrun,
+    /// or $XDG_RUNTIME_DIR/rcrun for a non-root user, as runc).
+    #[arg(long, global = true, default_value_os_t = default_root())]
     pub root: PathBuf,
     /// Log file (default: stderr).
     #[arg(long, global = true)]
@@ -37,6 +38,15 @@ pub struct Cli {
     pub version: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+fn default_root() -> PathBuf {
+    if !nix::unistd::geteuid().is_root() {
+        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir).join("rcrun");
+        }
+    }
+    PathBuf::from("/run/rcrun")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -217,26 +227,26 @@ pub struct UpdateArgs {
     pub blkio_weight: Option<u16>,
     #[arg(long = "cpu-period")]
     pub cpu_period: Option<u64>,
-    #[arg(long = "cpu-quota")]
+    #[arg(long = "cpu-quota", allow_negative_numbers = true)]
     pub cpu_quota: Option<i64>,
     #[arg(long = "cpu-share")]
     pub cpu_share: Option<u64>,
     #[arg(long = "cpu-rt-period")]
     pub cpu_rt_period: Option<u64>,
-    #[arg(long = "cpu-rt-runtime")]
+    #[arg(long = "cpu-rt-runtime", allow_negative_numbers = true)]
     pub cpu_rt_runtime: Option<i64>,
     #[arg(long = "cpuset-cpus")]
     pub cpuset_cpus: Option<String>,
     #[arg(long = "cpuset-mems")]
     pub cpuset_mems: Option<String>,
     /// Memory limit (bytes, or with k/m/g suffix).
-    #[arg(short, long)]
+    #[arg(short, long, allow_negative_numbers = true)]
     pub memory: Option<String>,
-    #[arg(long = "memory-reservation")]
+    #[arg(long = "memory-reservation", allow_negative_numbers = true)]
     pub memory_reservation: Option<String>,
-    #[arg(long = "memory-swap")]
+    #[arg(long = "memory-swap", allow_negative_numbers = true)]
     pub memory_swap: Option<String>,
-    #[arg(long = "pids-limit")]
+    #[arg(long = "pids-limit", allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
     #[arg(long = "l3-cache-schema")]
     pub l3_cache_schema: Option<String>,
