@@ -45,8 +45,8 @@ REPO = HERE.parent
 RESULTS_DIR = HERE / "results"
 
 RUNTIME_NAMES = ("rcrun", "runc", "crun")
-ALL_OPS = ("run", "create", "start", "state", "delete", "list")
-TARGET_OPS = ("run", "create", "start", "delete", "state")  # rcrun/crun <= 0.9
+ALL_OPS = ("run", "create", "start", "state", "exec", "ps", "delete", "list")
+TARGET_OPS = ("run", "create", "start", "delete", "state", "exec", "ps")  # rcrun/crun <= 0.9
 TARGET_RATIO = 0.9
 CGROUP_ROOT = "/sys/fs/cgroup"
 UNIFIED = "/sys/fs/cgroup/unified"
@@ -491,12 +491,16 @@ class Bench:
         rt.ids.add(cid)
         if not self.t(rt, "create", it, mode, "create", "-b", self.bundles["sleep"], cid):
             if mode == "time":
-                for op in ("start", "state", "delete"):
+                for op in ("start", "state", "exec", "ps", "delete"):
                     S[op][rt.name].skipped += 1
             self.force_delete(rt, cid)
             return
         self.t(rt, "start", it, mode, "start", cid)
         self.t(rt, "state", it, mode, "state", cid)
+        if "exec" in self.a.ops:
+            self.t(rt, "exec", it, mode, "exec", cid, "/bin/true")
+        if "ps" in self.a.ops:
+            self.t(rt, "ps", it, mode, "ps", "--format", "json", cid)
         # kill + wait for stopped: not timed
         self.q(rt, "kill", cid, "KILL")
         if not self.wait_stopped(rt, cid) and mode != "warm":
@@ -567,7 +571,7 @@ class Bench:
 
     def run(self) -> dict:
         ops = self.a.ops
-        lifecycle = any(o in ops for o in ("create", "start", "state", "delete"))
+        lifecycle = any(o in ops for o in ("create", "start", "state", "exec", "ps", "delete"))
         t_start = time.monotonic()
         load_start = os.getloadavg()
         if load_start[0] > (os.cpu_count() or 1):
@@ -844,6 +848,8 @@ OP_TITLES = {
     "create": "create (sleep 1000)",
     "start": "start",
     "state": "state (running container)",
+    "exec": "exec /bin/true (running container)",
+    "ps": "ps --format json (running container)",
     "delete": "delete (stopped container)",
     "list": "list ({n} containers present)",
 }
