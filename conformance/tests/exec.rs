@@ -256,3 +256,27 @@ fn exec_errors() {
         .assert_fail()
         .assert_one_line_error(&["stopped"]);
 }
+
+#[test]
+fn exec_after_the_joined_namespace_path_is_gone() {
+    // As CNI does: the container joined /run/netns/X, then the file is removed. exec joins the
+    // init's /proc/PID/ns/net, so it must still work (runc does the same).
+    let rt = Runtime::rcrun();
+    let name = util::unique_id("rcc-exec-netns");
+    let (code, _, err) = util::host("ip", &["netns", "add", &name]);
+    assert_eq!(code, 0, "ip netns add: {err}");
+    let path = format!("/run/netns/{name}");
+    let want = format!(
+        "net:[{}]",
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap())
+    );
+    let mut b = Bundle::new();
+    b.args(&["sleep", "1000"]).namespace("network", Some(&path));
+    rt.start_detached(&b);
+    let _g = rt.guard(&b.id);
+    let (code, _, err) = util::host("ip", &["netns", "del", &name]);
+    assert_eq!(code, 0, "ip netns del: {err}");
+    let out = exec(&rt, &b, &["--", "readlink", "/proc/self/ns/net"]);
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), want);
+}

@@ -38,8 +38,9 @@ impl Logger {
         })
     }
 
-    /// Write one record (also used directly for the final error of a command).
-    pub fn write(&self, level: Level, msg: &str, fields: &str) {
+    /// Write one record (also used directly for the final error of a command). `fields` are
+    /// extra key/value pairs: top-level keys in JSON (as logrus writes them), `k="v"` in text.
+    pub fn write(&self, level: Level, msg: &str, fields: &[(String, String)]) {
         let time = rcrun_runtime::time::now_rfc3339();
         let level = match level {
             Level::ERROR => "error",
@@ -50,12 +51,18 @@ impl Logger {
         };
         let line = if self.json {
             let mut v = serde_json::json!({"level": level, "msg": msg, "time": time});
-            if !fields.is_empty() {
-                v["fields"] = serde_json::Value::String(fields.trim().to_string());
+            for (k, val) in fields {
+                if !matches!(k.as_str(), "level" | "msg" | "time") {
+                    v[k.as_str()] = serde_json::Value::String(val.clone());
+                }
             }
             v.to_string()
         } else {
-            format!("time={time:?} level={level} msg={msg:?}{fields}")
+            let mut l = format!("time={time:?} level={level} msg={msg:?}");
+            for (k, val) in fields {
+                l.push_str(&format!(" {k}={val:?}"));
+            }
+            l
         };
         if let Ok(mut out) = self.out.lock() {
             let _ = writeln!(out, "{line}");
@@ -66,7 +73,7 @@ impl Logger {
 #[derive(Default)]
 struct Fields {
     message: String,
-    rest: String,
+    rest: Vec<(String, String)>,
 }
 
 impl Visit for Fields {
@@ -74,7 +81,8 @@ impl Visit for Fields {
         if field.name() == "message" {
             let _ = write!(self.message, "{value:?}");
         } else {
-            let _ = write!(self.rest, " {}={value:?}", field.name());
+            self.rest
+                .push((field.name().to_string(), format!("{value:?}")));
         }
     }
 
@@ -82,7 +90,8 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.message.push_str(value);
         } else {
-            let _ = write!(self.rest, " {}={value:?}", field.name());
+            self.rest
+                .push((field.name().to_string(), value.to_string()));
         }
     }
 }

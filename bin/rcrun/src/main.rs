@@ -45,7 +45,7 @@ fn main() {
         Err(e) => {
             // Our errors carry their causes in their own text: print the top one, runc-style.
             let msg = runc_style(&e.to_string());
-            logger.write(tracing::Level::ERROR, &msg, "");
+            logger.write(tracing::Level::ERROR, &msg, &[]);
             if cli.log.is_some() {
                 eprintln!("{msg}");
             }

@@ -78,6 +78,18 @@ pub fn load(bundle: &Path) -> Result<LoadedSpec, SpecError> {
     })
 }
 
+/// Parse `<bundle>/config.json` without the create-time checks: for commands on an existing
+/// container (`exec`), whose namespace paths may be gone by now (a CNI netns file removed, a
+/// donor container stopped) while the container itself is fine.
+pub fn read(bundle: &Path) -> Result<Spec, SpecError> {
+    let path = absolute(bundle).join("config.json");
+    let bytes = std::fs::read(&path).map_err(|source| SpecError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse(&path, &bytes)
+}
+
 /// `path` made absolute against the current directory, without resolving symlinks (runc keeps the
 /// bundle path as given, made absolute).
 pub fn absolute(path: &Path) -> PathBuf {

@@ -68,8 +68,9 @@ pub fn exec(o: &ExecOptions) -> Result<i32, Error> {
         Status::Paused if !o.ignore_paused => return Err(Error::ExecPaused),
         _ => {}
     }
-    let loaded = spec::load(&st.bundle)?;
-    let process = build_process(&o.process, loaded.spec.process().as_ref())?;
+    // The namespaces are joined through the init's /proc/PID/ns, not the config's paths.
+    let spec = spec::read(&st.bundle)?;
+    let process = build_process(&o.process, spec.process().as_ref())?;
     let terminal = process.terminal().unwrap_or(false);
     if terminal && o.detach && o.console_socket.is_none() {
         return Err(Error::TtyNeedsSocket);
@@ -81,8 +82,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, Error> {
     // Every namespace the container has, from its first process, opened before anything starts.
     let mut joins = Vec::new();
     let mut in_userns = false;
-    for ns in loaded
-        .spec
+    for ns in spec
         .linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
