@@ -11,6 +11,7 @@
 pub mod bundle;
 pub mod cgroups;
 pub mod cleanup;
+pub mod clients;
 pub mod console;
 pub mod env;
 pub mod runtime;
