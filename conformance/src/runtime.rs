@@ -449,6 +449,11 @@ impl Drop for Guard<'_> {
             .ok()
             .and_then(|m| m.get(&self.id).cloned());
         if let Some(cg) = cg {
+            // A paused container's processes cannot die while frozen (cgroup v1): thaw first.
+            for dir in crate::cgroups::all_dirs(&cg) {
+                let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+                let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+            }
             for dir in crate::cgroups::all_dirs(&cg) {
                 if !dir.exists() {
                     continue;

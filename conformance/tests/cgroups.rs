@@ -145,10 +145,8 @@ fn cgroup_dirs_are_removed_after_run() {
     }
 }
 
-/// `update` is a runc command outside the CLI rcrun plans (create, start,
-/// run, state, kill, delete, list, spec); opt in with `--ignored`.
+/// `update` of a running container (more in update.rs).
 #[test]
-#[ignore = "runc update: not part of rcrun's CLI; run with --ignored"]
 fn update_changes_limits_of_a_running_container() {
     let rt = Runtime::rcrun();
     let mut b = Bundle::new();

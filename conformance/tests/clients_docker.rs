@@ -550,15 +550,21 @@ fn docker_scenarios() {
         assert_eq!(o.text().split_whitespace().collect::<Vec<_>>(), ["00000000a80425fb", "00000000a80425fb", "0", "0", "1", "1", "1"], "{o}");
     });
 
-    s.step("seccomp: docker's default profile is enforced (Seccomp: 2)", || {
-        let d = d.borrow();
-        let o = d.run(&["--rm"], &["sh", "-c", "grep '^Seccomp:' /proc/self/status | cut -f2"]);
-        o.assert_code(0);
-        if o.text() == "0" && rcrun_conformance::clients::subject_label() == "rcrun" {
-            rcrun_conformance::clients::skip("rcrun does not enforce seccomp yet (warns `linux.seccomp is not enforced yet; ignored`)");
-        }
-        assert_eq!(o.text(), "2", "{o}");
-    });
+    s.step(
+        "seccomp: docker's default profile is enforced (Seccomp: 2)",
+        || {
+            let d = d.borrow();
+            let o = d.run(
+                &["--rm"],
+                &["sh", "-c", "grep '^Seccomp:' /proc/self/status | cut -f2"],
+            );
+            o.assert_code(0);
+            assert_eq!(o.text(), "2", "{o}");
+            // ... and it denies what it should: unshare is not in the default allow list.
+            let o = d.run(&["--rm"], &["sh", "-c", "unshare -n true 2>&1; echo rc=$?"]);
+            assert!(o.text().contains("not permitted"), "{o}");
+        },
+    );
 
     s.step("--cgroupns private, --sysctl, --oom-score-adj", || {
         let d = d.borrow();

@@ -2378,6 +2378,27 @@ fn freeze_v1(dir: &Path, frozen: bool) -> Result<(), CgroupError> {
     })
 }
 
+/// Whether the cgroup saved as `state_path` (see [`Cgroup::state_path`]) is frozen by `pause`:
+/// the v1 freezer's `freezer.self_freezing` (a frozen *parent* does not count, as in runc), or
+/// `cgroup.freeze` on cgroup v2. Reads one file and connects to nothing (also for systemd), so
+/// `state` and `list` can call it for every container. Unreadable means not frozen.
+pub fn is_frozen(state_path: &str) -> bool {
+    let Ok(state) = serde_json::from_str::<State>(state_path) else {
+        return false;
+    };
+    if let Some(h) = state.hierarchies.iter().find(|h| h.has("freezer")) {
+        return match read_trim(&h.dir.join("freezer.self_freezing")) {
+            Ok(v) => v == "1",
+            Err(_) => read_trim(&h.dir.join("freezer.state")).is_ok_and(|v| v != "THAWED"),
+        };
+    }
+    state
+        .hierarchies
+        .iter()
+        .find(|h| h.is_unified())
+        .is_some_and(|h| read_trim(&h.dir.join("cgroup.freeze")).is_ok_and(|v| v == "1"))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;

@@ -179,13 +179,10 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     if let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) {
         sched::set_personality(p).map_err(s)?;
     }
-    if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        // Filter generation for every architecture is its own component (issue 5).
-        tracing::warn!(default_action = ?seccomp.default_action(), "linux.seccomp is not enforced yet; ignored");
-    }
     let ready = proc_attrs::prepare(
         process,
         &proc_attrs::Options {
+            seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
             listen_fds: cfg.listen_fds,
             preserved: cfg.preserved,
             setgroups: !cfg.rootless,

@@ -22,6 +22,7 @@ pub mod container;
 pub mod default_spec;
 pub mod devices;
 pub mod fds;
+pub mod features;
 pub mod hooks;
 pub mod identity;
 pub mod init;

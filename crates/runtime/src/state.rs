@@ -271,16 +271,26 @@ impl ContainerState {
         }
     }
 
-    /// Status computed from the process and the files present, as runc does.
+    /// Status computed from the process, the cgroup freezer and the files present, as runc does.
+    ///
+    /// `paused` comes from the freezer itself (v1 `freezer.self_freezing`, v2 `cgroup.freeze`),
+    /// not from a marker file: the kernel's state cannot disagree with itself, whereas a marker
+    /// can be left stale by a `pause` killed between the freeze and the write, or by anything
+    /// that thaws the cgroup behind our back (`kill KILL`, `delete --force`, an operator). Like
+    /// runc, a frozen created container is `paused` (and `created` again after `resume`).
     pub fn status(&self, dir: &Path) -> Status {
         if !self.is_alive() {
             return Status::Stopped;
         }
+        if self
+            .cgroup
+            .as_deref()
+            .is_some_and(crate::cgroups::is_frozen)
+        {
+            return Status::Paused;
+        }
         if dir.join(EXEC_FIFO).exists() {
             return Status::Created;
-        }
-        if dir.join("paused").exists() {
-            return Status::Paused;
         }
         Status::Running
     }

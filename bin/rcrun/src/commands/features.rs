@@ -1,8 +1,7 @@
-//! `rcrun features` (in progress).
-
-#[allow(unused_imports)]
-use crate::cli::{Cli, ListFormat, UpdateArgs};
+//! `rcrun features`: the runtime-spec features.json of this runtime.
 
 pub fn run() -> anyhow::Result<()> {
-    anyhow::bail!("features: not implemented yet")
+    let v = rcrun_runtime::features::features();
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
 }

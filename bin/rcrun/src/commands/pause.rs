@@ -1,11 +1,13 @@
-//! `rcrun pause` and `rcrun resume` (in progress).
+//! `rcrun pause` and `rcrun resume`: freeze and thaw the container's cgroup.
+
+use rcrun_runtime::container::pause;
 
 use crate::cli::Cli;
 
-pub fn pause(_cli: &Cli, _id: &str) -> anyhow::Result<()> {
-    anyhow::bail!("pause: not implemented yet")
+pub fn pause(cli: &Cli, id: &str) -> anyhow::Result<()> {
+    Ok(pause::pause(&cli.root, id)?)
 }
 
-pub fn resume(_cli: &Cli, _id: &str) -> anyhow::Result<()> {
-    anyhow::bail!("resume: not implemented yet")
+pub fn resume(cli: &Cli, id: &str) -> anyhow::Result<()> {
+    Ok(pause::resume(&cli.root, id)?)
 }

@@ -1,8 +1,24 @@
-//! `rcrun ps` (in progress).
+//! `rcrun ps`: the container's pids as JSON, or the host's ps(1) table filtered to them.
 
-#[allow(unused_imports)]
-use crate::cli::{Cli, ListFormat, UpdateArgs};
+use std::io::Write;
 
-pub fn run(_cli: &Cli, _format: ListFormat, _id: &str, _ps_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("ps: not implemented yet")
+use rcrun_runtime::container::ps;
+
+use crate::cli::{Cli, ListFormat};
+
+pub fn run(cli: &Cli, format: ListFormat, id: &str, ps_args: &[String]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        ListFormat::Json => {
+            let pids = ps::pids(&cli.root, id)?;
+            // Go's encoding of an empty (nil) slice, as runc prints it.
+            if pids.is_empty() {
+                writeln!(out, "null")?;
+            } else {
+                writeln!(out, "{}", serde_json::to_string(&pids)?)?;
+            }
+        }
+        ListFormat::Table => out.write_all(ps::table(&cli.root, id, ps_args)?.as_bytes())?,
+    }
+    Ok(())
 }

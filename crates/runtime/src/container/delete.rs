@@ -34,7 +34,20 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
         Status::Stopped => {}
         // A container that was never started is deleted without --force, as runc does.
         Status::Created => stop(&state),
-        _ if force => stop(&state),
+        _ if force => {
+            if status == Status::Paused {
+                // Frozen processes die only once thawed; SIGKILL is queued first so that
+                // nothing runs between the thaw and the kill.
+                // SAFETY: kill(2) with a plain pid.
+                unsafe { libc::kill(state.pid, libc::SIGKILL) };
+                if let Some(cg) = state.cgroup.as_deref() {
+                    if let Err(e) = Cgroup::open(cg, state.systemd_cgroup).and_then(|c| c.thaw()) {
+                        tracing::warn!("thaw before delete: {e}");
+                    }
+                }
+            }
+            stop(&state)
+        }
         _ => {
             return Err(Error::DeleteRunning {
                 id: id.to_string(),

@@ -134,6 +134,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, Error> {
     let (parent_chan, child_chan) = sync::pair()?;
     let child = ChildConfig {
         process: &process,
+        seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
         in_userns,
         console_fd,
         preserved: o.preserve_fds,
@@ -308,6 +309,7 @@ fn check(p: &Process) -> Result<(), Error> {
 
 struct ChildConfig<'a> {
     process: &'a Process,
+    seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
     in_userns: bool,
     console_fd: Option<i32>,
     preserved: usize,
@@ -364,6 +366,7 @@ fn exec_setup(c: &ChildConfig, chan: &Channel) -> Result<proc_attrs::Ready, Stri
     proc_attrs::prepare(
         c.process,
         &proc_attrs::Options {
+            seccomp: c.seccomp,
             listen_fds: 0,
             preserved: c.preserved,
             setgroups: !c.rootless,

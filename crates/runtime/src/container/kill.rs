@@ -23,7 +23,14 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), Error> 
     if status == Status::Stopped {
         return Err(Error::NotRunning);
     }
-    send(state.pid, signal)
+    send(state.pid, signal)?;
+    // A frozen (cgroup v1) process only dies once thawed: thaw for SIGKILL, as runc does.
+    if status == Status::Paused && signal == Signal::SIGKILL as i32 {
+        if let Some(cg) = state.cgroup.as_deref() {
+            Cgroup::open(cg, state.systemd_cgroup)?.thaw()?;
+        }
+    }
+    Ok(())
 }
 
 fn send(pid: i32, signal: i32) -> Result<(), Error> {
