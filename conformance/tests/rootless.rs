@@ -12,28 +12,34 @@ use rcrun_conformance::util::TempDir;
 
 const UID: u32 = 1000;
 
-/// Run the subject as uid/gid 1000 (util-linux setpriv), with XDG_RUNTIME_DIR set. Output
+/// Run the subject as uid/gid 1000 (no supplementary groups), with XDG_RUNTIME_DIR set. Output
 /// goes through files: a created container inherits the runtime's stdio, and a pipe would
 /// stay open for as long as it lives.
 fn as_user(runtime_dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out_path = runtime_dir.join(format!(".out-{}", args[0]));
     let err_path = runtime_dir.join(format!(".err-{}", args[0]));
-    let status = Command::new("setpriv")
-        .args([
-            &format!("--reuid={UID}"),
-            &format!("--regid={UID}"),
-            "--clear-groups",
-            "--",
-        ])
-        .arg(subject_bin())
-        .args(args)
+    let mut cmd = Command::new(subject_bin());
+    cmd.args(args);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(UID, UID, UID) != 0
+                || libc::setresuid(UID, UID, UID) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = cmd
         .env("XDG_RUNTIME_DIR", runtime_dir)
         .env("HOME", runtime_dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .status()
-        .expect("setpriv");
+        .expect("run the runtime as uid 1000");
     (
         status.code().unwrap_or(-1),
         std::fs::read_to_string(&out_path).unwrap_or_default(),

@@ -92,10 +92,12 @@ fn exec_gets_the_containers_filter() {
 #[test]
 fn docker_default_profile() {
     // A realistic allow-list profile (default ERRNO), as dockerd passes it.
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../crates/seccomp/tests/data/docker-default.json");
-    let prof: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // Compiled in, so the test binary carries it into the qemu guest too.
+    let prof: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/seccomp/tests/data/docker-default.json"
+    )))
+    .unwrap();
     let rt = Runtime::rcrun();
     // Docker leaves no_new_privileges off: the filter is then loaded while the process is still
     // privileged, before the user switch and the capability drop, which it must allow.

@@ -320,7 +320,14 @@ fn mount_cgroup(ctx: &Context, dest: &Path, opts: &mounts::Options) -> Result<()
                 None,
             )?;
         } else {
-            bind_with_flags(&Path::new("/sys/fs/cgroup").join(rel), dest, flags)?;
+            // Without a cgroup of its own (rootless, not delegated) the container sees the one
+            // it runs in, as with runc.
+            let mut src = Path::new("/sys/fs/cgroup").join(rel);
+            if !src.exists() {
+                src = Path::new("/sys/fs/cgroup")
+                    .join(own_cgroup_v2().strip_prefix("/").unwrap_or(Path::new("")));
+            }
+            bind_with_flags(&src, dest, flags)?;
         }
         return Ok(());
     }
@@ -357,6 +364,17 @@ fn mount_cgroup(ctx: &Context, dest: &Path, opts: &mounts::Options) -> Result<()
         }
     }
     Ok(())
+}
+
+/// This process' cgroup v2 path ("0::/path" in /proc/self/cgroup).
+fn own_cgroup_v2() -> PathBuf {
+    std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::").map(PathBuf::from))
+        })
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// A recursive bind, then a remount with `flags` (a bind ignores them on the first call).
