@@ -24,10 +24,15 @@ pub struct Entry {
 
 pub fn list(root: &Path) -> Result<Vec<Entry>, Error> {
     let mut out = Vec::new();
+    let mut owners: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
     for (dir, st) in state::list(root)? {
         let status = st.status(&dir);
         let uid = std::fs::metadata(&dir).map(|m| m.uid()).unwrap_or(0);
-        let owner = crate::identity::host_user_name(uid);
+        // One /etc/passwd read per distinct owner, not per container.
+        let owner = owners
+            .entry(uid)
+            .or_insert_with(|| crate::identity::host_user_name(uid))
+            .clone();
         out.push(Entry {
             state: st,
             status,
