@@ -43,6 +43,18 @@ pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
     Ok(OwnedFd::from(s))
 }
 
+/// A socketpair over which rcrun itself receives the pty master (a foreground `run`/`exec`
+/// with a terminal and no `--console-socket`): (rcrun's end, the container process' end).
+pub fn own_pair() -> Result<(OwnedFd, OwnedFd), ConsoleError> {
+    nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(sys("console socketpair"))
+}
+
 /// In the container (after pivot_root): make the pty, send the master, adopt the slave.
 /// The container's first process also gets it bound over /dev/console (`dev_console`).
 pub fn setup_in_container(

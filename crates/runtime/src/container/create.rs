@@ -123,13 +123,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     // The console for a foreground run: a socketpair, we keep one end.
     let (own_console_parent, own_console_child) =
         if terminal && opts.own_console && opts.console_socket.is_none() {
-            let (a, b) = nix::sys::socket::socketpair(
-                nix::sys::socket::AddressFamily::Unix,
-                nix::sys::socket::SockType::Stream,
-                None,
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-            )
-            .map_err(sys("console socketpair"))?;
+            let (a, b) = console::own_pair()?;
             (Some(a), Some(b))
         } else {
             (None, None)

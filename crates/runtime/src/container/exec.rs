@@ -105,13 +105,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, Error> {
         None => None,
     };
     let (own_parent, own_child) = if terminal && console_sock.is_none() {
-        let (a, b) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(sys("console socketpair"))?;
+        let (a, b) = console::own_pair()?;
         (Some(a), Some(b))
     } else {
         (None, None)
