@@ -2382,6 +2382,23 @@ fn freeze_v1(dir: &Path, frozen: bool) -> Result<(), CgroupError> {
 /// the v1 freezer's `freezer.self_freezing` (a frozen *parent* does not count, as in runc), or
 /// `cgroup.freeze` on cgroup v2. Reads one file and connects to nothing (also for systemd), so
 /// `state` and `list` can call it for every container. Unreadable means not frozen.
+/// The one file that tells whether this cgroup is frozen (see [`is_frozen`]), for callers
+/// that keep it to skip parsing the locator on every `state`/`list`.
+pub fn freezer_file(cg: &Cgroup) -> Option<PathBuf> {
+    if let Some(dir) = cg
+        .controller_dir("freezer")
+        .filter(|_| cg.mode() != CgroupMode::Unified)
+    {
+        return Some(dir.join("freezer.self_freezing"));
+    }
+    cg.controller_dir("").map(|d| d.join("cgroup.freeze"))
+}
+
+/// Whether a freezer file from [`freezer_file`] says frozen.
+pub fn frozen_file(file: &Path) -> bool {
+    read_trim(file).is_ok_and(|v| v == "1")
+}
+
 pub fn is_frozen(state_path: &str) -> bool {
     let Ok(state) = serde_json::from_str::<State>(state_path) else {
         return false;

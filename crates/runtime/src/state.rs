@@ -65,6 +65,9 @@ pub struct ContainerState {
     pub cgroup: Option<String>,
     #[serde(default)]
     pub systemd_cgroup: bool,
+    /// The file holding the cgroup's frozen state, so `state`/`list` read one file per container.
+    #[serde(default)]
+    pub freezer: Option<PathBuf>,
     #[serde(default)]
     pub rootless: bool,
     /// Whether the container has its own pid namespace (then killing its init kills everything).
@@ -282,11 +285,12 @@ impl ContainerState {
         if !self.is_alive() {
             return Status::Stopped;
         }
-        if self
-            .cgroup
-            .as_deref()
-            .is_some_and(crate::cgroups::is_frozen)
-        {
+        let frozen = match (&self.freezer, self.cgroup.as_deref()) {
+            (Some(f), _) => crate::cgroups::frozen_file(f),
+            (None, Some(c)) => crate::cgroups::is_frozen(c),
+            (None, None) => false,
+        };
+        if frozen {
             return Status::Paused;
         }
         if dir.join(EXEC_FIFO).exists() {

@@ -182,6 +182,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         annotations: spec.annotations().clone().unwrap_or_default(),
         cgroup: undo.cgroup.as_ref().map(|c| c.state_path()),
         systemd_cgroup: opts.systemd_cgroup,
+        freezer: undo.cgroup.as_ref().and_then(crate::cgroups::freezer_file),
         rootless: opts.rootless,
         own_pid_ns: plan.new_pid || spec::namespace(&spec, LinuxNamespaceType::Pid).is_some(),
         poststart: hooks
