@@ -335,25 +335,17 @@ impl ContainerState {
     }
 }
 
-/// All containers under `root`, with their directories; unreadable entries are skipped.
-pub fn list(root: &Path) -> Result<Vec<(PathBuf, ContainerState)>, StateError> {
+/// The container directories under `root` with their ids (nothing parsed yet).
+pub fn list_dirs(root: &Path) -> Result<Vec<(PathBuf, String)>, StateError> {
     let rd = match std::fs::read_dir(root) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io(root)(e)),
     };
-    let mut out = Vec::new();
-    for entry in rd.flatten() {
-        let dir = entry.path();
-        let Some(id) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        if let Ok(st) = load_state(&dir, &id) {
-            out.push((dir, st));
-        }
-    }
-    out.sort_by(|a, b| a.1.created.cmp(&b.1.created).then(a.1.id.cmp(&b.1.id)));
-    Ok(out)
+    Ok(rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(|id| (e.path(), id.to_string())))
+        .collect())
 }
 
 #[cfg(test)]

@@ -25,8 +25,17 @@ pub struct Entry {
 pub fn list(root: &Path) -> Result<Vec<Entry>, Error> {
     let mut out = Vec::new();
     let mut owners: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
-    for (dir, st) in state::list(root)? {
+    for (dir, id) in state::list_dirs(root)? {
+        let Ok(mut st) = state::load_state(&dir, &id) else {
+            continue;
+        };
         let status = st.status(&dir);
+        // Only what `list` prints stays: with 100 containers the cgroup locators and hooks
+        // would otherwise all be alive at once (peak RSS is a benchmark figure).
+        st.cgroup = None;
+        st.freezer = None;
+        st.poststart = Vec::new();
+        st.poststop = Vec::new();
         let uid = std::fs::metadata(&dir).map(|m| m.uid()).unwrap_or(0);
         // One /etc/passwd read per distinct owner, not per container.
         let owner = owners
@@ -39,5 +48,11 @@ pub fn list(root: &Path) -> Result<Vec<Entry>, Error> {
             owner,
         });
     }
+    out.sort_by(|a, b| {
+        a.state
+            .created
+            .cmp(&b.state.created)
+            .then(a.state.id.cmp(&b.state.id))
+    });
     Ok(out)
 }
