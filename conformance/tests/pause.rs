@@ -166,3 +166,43 @@ fn paused_container_can_be_force_deleted() {
     rt.delete_force(&b.id).assert_ok();
     assert_no_leftovers(&rt, &b, &b.id, Some(pid));
 }
+
+/// runc's words for `start` of a container that is not `created`.
+#[test]
+fn start_of_paused_or_running_container_fails_as_in_runc() {
+    let rt = Runtime::rcrun();
+    let mut b = Bundle::new();
+    b.args(&["sleep", "1000"]);
+    let _g = rt.guard(&b.id);
+    rt.create(&b).assert_ok();
+    rt.exec(&["pause", &b.id]).assert_ok();
+    rt.start(&b.id)
+        .assert_fail()
+        .assert_one_line_error(&["cannot start a container in the paused state"]);
+    rt.exec(&["resume", &b.id]).assert_ok();
+    rt.start(&b.id).assert_ok();
+    rt.start(&b.id)
+        .assert_fail()
+        .assert_one_line_error(&["cannot start an already running container"]);
+}
+
+/// `kill --all` freezes, signals and thaws, as runc does: a paused container gets its signal
+/// delivered (here SIGTERM, which a frozen process would never act on) and runs again.
+#[test]
+fn kill_all_on_paused_container_delivers_and_thaws() {
+    let rt = Runtime::rcrun();
+    let mut b = Bundle::new();
+    b.sh("trap 'exit 3' TERM; sleep 1000 & wait");
+    let cg = b.cgroups_path().unwrap();
+    let _g = rt.guard(&b.id);
+    let pid = rt.start_detached(&b);
+    rt.exec(&["pause", &b.id]).assert_ok();
+    assert!(wait_until(Duration::from_secs(5), || kernel_frozen(&cg)));
+    rt.exec(&["kill", "--all", &b.id, "TERM"]).assert_ok();
+    assert!(
+        rt.wait_status(&b.id, "stopped"),
+        "SIGTERM to a paused container with kill --all was not delivered"
+    );
+    rt.delete(&b.id).assert_ok();
+    assert_no_leftovers(&rt, &b, &b.id, Some(pid));
+}

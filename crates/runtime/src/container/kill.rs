@@ -45,14 +45,23 @@ fn send(pid: i32, signal: i32) -> Result<(), Error> {
     Ok(())
 }
 
-/// Signal every process in the cgroup; SIGKILL to a frozen cgroup also thaws it so it can die.
+/// Signal every process in the cgroup, as runc does: freeze it first so no process can fork a
+/// new one between reading the pid list and signalling, then thaw it (whatever the signal, and
+/// also when it was paused before: a frozen process cannot act on its signal).
 pub(crate) fn signal_all(cg: &Cgroup, signal: i32) -> Result<(), Error> {
-    for pid in cg.pids()? {
-        // SAFETY: as in `send`; a process that exited meanwhile is fine.
-        unsafe { libc::kill(pid.as_raw(), signal) };
+    if let Err(e) = cg.freeze() {
+        tracing::warn!("kill --all: freeze before signalling: {e}");
     }
-    if signal == Signal::SIGKILL as i32 {
-        let _ = cg.thaw();
+    let pids = cg.pids();
+    if let Ok(pids) = &pids {
+        for pid in pids {
+            // SAFETY: as in `send`; a process that exited meanwhile is fine.
+            unsafe { libc::kill(pid.as_raw(), signal) };
+        }
     }
+    if let Err(e) = cg.thaw() {
+        tracing::warn!("kill --all: thaw after signalling: {e}");
+    }
+    pids?;
     Ok(())
 }

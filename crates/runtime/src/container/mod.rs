@@ -56,7 +56,9 @@ pub enum Error {
     SocketWithoutTty,
     #[error("cannot start a container that has stopped")]
     StartStopped,
-    #[error("cannot start an already {0} container")]
+    #[error("cannot start an already running container")]
+    StartRunning,
+    #[error("cannot start a container in the {0} state")]
     StartNotCreated(Status),
     #[error("container not running")]
     NotRunning,

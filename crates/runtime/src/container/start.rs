@@ -23,6 +23,7 @@ pub fn start_locked(dir: &StateDir) -> Result<ContainerState, Error> {
     match state.status(&dir.dir) {
         Status::Created => {}
         Status::Stopped => return Err(Error::StartStopped),
+        Status::Running => return Err(Error::StartRunning),
         other => return Err(Error::StartNotCreated(other)),
     }
     let fifo = dir.fifo_path();
