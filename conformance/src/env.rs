@@ -75,7 +75,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
     found
 }
 
-fn apt_install(pkg: &str) {
+pub fn apt_install(pkg: &str) {
     eprintln!("installing {pkg} with apt-get");
     let install = || {
         std::process::Command::new("apt-get")

@@ -563,6 +563,13 @@ fn docker_scenarios() {
             // ... and it denies what it should: unshare is not in the default allow list.
             let o = d.run(&["--rm"], &["sh", "-c", "unshare -n true 2>&1; echo rc=$?"]);
             assert!(o.text().contains("not permitted"), "{o}");
+            // with the filter switched off there is none
+            let o = d.run(
+                &["--rm", "--security-opt", "seccomp=unconfined"],
+                &["sh", "-c", "grep '^Seccomp:' /proc/self/status | cut -f2"],
+            );
+            o.assert_code(0);
+            assert_eq!(o.text(), "0", "{o}");
         },
     );
 

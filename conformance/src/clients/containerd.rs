@@ -13,6 +13,13 @@ pub fn ns() -> String {
 }
 /// Name of the CRI runtime handler configured in config.toml.
 pub const CRI_HANDLER: &str = "rcrun";
+/// The CRI sandbox ("pause") image: the busybox layer with `sleep` as entrypoint, imported
+/// locally so that containerd never pulls `registry.k8s.io/pause`.
+pub const PAUSE_IMAGE: &str = "docker.io/library/rcrun-pause:latest";
+/// The containerd namespace of the CRI plugin.
+pub const CRI_NS: &str = "k8s.io";
+/// CNI plugins from Debian's `containernetworking-plugins`.
+pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 
 /// The containerd config.toml for `runtime` (also used verbatim in docs/guide-containerd.md):
 /// the CRI runtime `rcrun` = shim io.containerd.runc.v2 with `BinaryName`.
@@ -36,6 +43,9 @@ state = "{state}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+  sandbox_image = "{pause}"
+  # CAP_SYS_RESOURCE is not in this host's bounding set: the pause container's -998 would fail
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
     snapshotter = "overlayfs"
@@ -45,9 +55,10 @@ state = "{state}"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}.options]
         BinaryName = "{bin}"
+        Root = "{cri_root}"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cni}/bin"
+    bin_dir = "{cni_bin}"
     conf_dir = "{cni}/conf"
 "#,
         root = dir.join("root").display(),
@@ -56,6 +67,9 @@ state = "{state}"
         handler = CRI_HANDLER,
         bin = runtime.display(),
         cni = dir.join("cni").display(),
+        cni_bin = CNI_BIN_DIR,
+        cri_root = dir.join("cri-root").display(),
+        pause = PAUSE_IMAGE,
     )
 }
 
@@ -119,6 +133,55 @@ impl Containerd {
         ctd.ctr(&["image", "import", &archive.display().to_string()])
             .assert_ok();
         ctd
+    }
+
+    /// Make the CRI plugin usable: the busybox and pause images in its `k8s.io` namespace and a
+    /// CNI bridge network (`subnet`, bridge `bridge`) in the conf dir it watches.
+    pub fn prepare_cri(&self, bridge: &str, subnet: &str) {
+        if !Path::new(CNI_BIN_DIR).join("bridge").exists() {
+            crate::env::apt_install("containernetworking-plugins");
+        }
+        let imgdir = self.dir.join("image");
+        let layer = imgdir.join("layer.tar");
+        let pause_dir = self.dir.join("pause-image");
+        std::fs::create_dir_all(&pause_dir).unwrap_or_else(|e| panic!("{e}"));
+        let pause = image::oci_archive_with(
+            &pause_dir,
+            &layer,
+            PAUSE_IMAGE,
+            serde_json::json!({"Entrypoint": ["/bin/sleep"], "Cmd": ["2147483647"], "WorkingDir": "/"}),
+        );
+        for archive in [imgdir.join("image-oci.tar"), pause] {
+            self.ctr_ns(CRI_NS, &["image", "import", &archive.display().to_string()])
+                .assert_ok();
+        }
+        let conf = self.dir.join("cni/conf");
+        std::fs::create_dir_all(&conf).unwrap_or_else(|e| panic!("{e}"));
+        let net = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": bridge,
+            "plugins": [
+                {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                          "dataDir": self.dir.join("cni/ipam").display().to_string()}},
+                {"type": "loopback"}
+            ]
+        });
+        std::fs::write(conf.join("10-rcrun-test.conflist"), net.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The runtime's `--root` for CRI containers (the handler's `Root` option + namespace).
+    pub fn cri_root(&self) -> PathBuf {
+        self.dir.join("cri-root").join(CRI_NS)
+    }
+
+    /// `ctr --namespace NS args...`
+    pub fn ctr_ns(&self, namespace: &str, args: &[&str]) -> Out {
+        let mut a: Vec<&str> = vec!["--address", self.sock.to_str().unwrap_or_default()];
+        a.extend(["--namespace", namespace]);
+        a.extend(args);
+        Cmd::new(&self.io, &self.ctr_bin, &a).timeout(60).run()
     }
 
     /// `ctr --address S --namespace NS args...`

@@ -75,17 +75,31 @@ fn arch() -> &'static str {
 /// `name` (e.g. `docker.io/library/rcrun-busybox:latest`) through the
 /// `io.containerd.image.name` annotation.
 pub fn oci_archive(dir: &Path, layer_tar: &Path, name: &str) -> PathBuf {
+    oci_archive_with(
+        dir,
+        layer_tar,
+        name,
+        serde_json::json!({"Cmd": ["sh"], "WorkingDir": "/"}),
+    )
+}
+
+/// As [`oci_archive`], with the image config's `config` object (`Entrypoint`, `Cmd`, ...);
+/// `Env` is always the usual PATH.
+pub fn oci_archive_with(
+    dir: &Path,
+    layer_tar: &Path,
+    name: &str,
+    mut image_config: serde_json::Value,
+) -> PathBuf {
+    image_config["Env"] =
+        serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]);
     let layout = dir.join("oci-layout-dir");
     std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap_or_else(|e| panic!("{e}"));
     let (layer_d, layer_s) = add_blob(&layout, layer_tar);
     let config = serde_json::json!({
         "architecture": arch(),
         "os": "linux",
-        "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": ["sh"],
-            "WorkingDir": "/"
-        },
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [layer_d]},
         "history": [{"created_by": "rcrun conformance suite"}]
     });

@@ -14,6 +14,7 @@
 //! `RCRUN_CLIENT_STEPS=substr1,substr2`.
 
 pub mod containerd;
+pub mod cri;
 pub mod docker;
 pub mod image;
 pub mod podman;
