@@ -41,8 +41,8 @@ pub struct Cli {
 }
 
 fn default_root() -> PathBuf {
-    if !nix::unistd::geteuid().is_root() {
-        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+    if rcrun_runtime::identity::honor_xdg_runtime_dir() {
+        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
             return PathBuf::from(dir).join("rcrun");
         }
     }

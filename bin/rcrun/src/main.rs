@@ -108,7 +108,7 @@ impl tracing::Subscriber for LoggerRef {
 
 fn rootless(cli: &Cli) -> Result<bool> {
     Ok(match cli.rootless.as_deref() {
-        None | Some("auto") => !nix::unistd::geteuid().is_root(),
+        None | Some("auto") => rcrun_runtime::identity::rootless_auto(),
         Some("true") => true,
         Some("false") => false,
         Some(other) => bail!("--rootless: invalid value {other:?} (want true, false or auto)"),

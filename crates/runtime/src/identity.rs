@@ -16,10 +16,11 @@ pub enum IdentityError {
     Uid { uid: u32, source: nix::Error },
 }
 
-/// Switch to the spec's user. `setgroups_allowed` is false in a user namespace whose
-/// /proc/PID/setgroups says deny (rootless).
-pub fn switch(user: &User, setgroups_allowed: bool) -> Result<(), IdentityError> {
-    if setgroups_allowed {
+/// Switch to the spec's user. Supplementary groups are set unless this user namespace denies
+/// setgroups(2) (`/proc/self/setgroups` is `deny`: the namespace a non-root rcrun made), as runc
+/// does; in a namespace that allows it (rootless podman's) they are set.
+pub fn switch(user: &User) -> Result<(), IdentityError> {
+    if !setgroups_denied() {
         let gids: Vec<u32> = user.additional_gids().clone().unwrap_or_default();
         let groups: Vec<Gid> = gids.iter().map(|g| Gid::from_raw(*g)).collect();
         setgroups(&groups).map_err(|source| IdentityError::Groups { gids, source })?;
@@ -78,5 +79,58 @@ pub fn fix_stdio_owner(uid: u32, gid: u32) {
         unsafe {
             libc::fchown(fd, uid, gid);
         }
+    }
+}
+
+fn setgroups_denied() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|v| v.trim() == "deny")
+}
+
+/// True when this process runs in a user namespace other than the initial one (its uid_map is
+/// not the identity map of all 2^32-1 ids): rootless podman and rootless Docker run the runtime
+/// as "root" inside such a namespace.
+pub fn in_user_namespace() -> bool {
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => !is_initial_uid_map(&map),
+        Err(_) => false,
+    }
+}
+
+fn is_initial_uid_map(map: &str) -> bool {
+    let fields: Vec<&str> = map.split_whitespace().collect();
+    fields == ["0", "0", "4294967295"]
+}
+
+/// runc's rule for running "rootless" when not told: a non-root euid, or euid 0 in a user
+/// namespace (the cgroups of the invoking user are then not known to be writable).
+pub fn rootless_auto() -> bool {
+    !nix::unistd::geteuid().is_root() || in_user_namespace()
+}
+
+/// runc's rule for using `$XDG_RUNTIME_DIR/<runtime>` as the default state root: when set, for
+/// a non-root euid, or for euid 0 in a user namespace unless `$USER` is `root` (the real root,
+/// e.g. under `sudo`, keeps `/run/<runtime>`).
+pub fn honor_xdg_runtime_dir() -> bool {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none_or(|d| d.is_empty()) {
+        return false;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if !in_user_namespace() {
+        return false;
+    }
+    std::env::var("USER").map_or(true, |u| u != "root")
+}
+
+#[cfg(test)]
+mod userns_tests {
+    use super::is_initial_uid_map;
+
+    #[test]
+    fn initial_map_is_recognised() {
+        assert!(is_initial_uid_map("         0          0 4294967295\n"));
+        assert!(!is_initial_uid_map("         0       1000          1\n"));
+        assert!(!is_initial_uid_map("0 1000 1\n1 100000 65536\n"));
     }
 }

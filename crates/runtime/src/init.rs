@@ -61,16 +61,23 @@ fn s<E: std::fmt::Display>(e: E) -> String {
 
 enum Never {}
 
-fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
-    for fd in &cfg.close_now {
-        let _ = nix::unistd::close(*fd);
-    }
-    let in_userns = cfg.plan.new_user
+/// Whether the container's process is in a user namespace: a new or joined one, or the one
+/// rcrun itself was started in (rootless podman/Docker run the runtime inside theirs).
+fn runs_in_userns(cfg: &InitConfig) -> bool {
+    cfg.plan.new_user
         || cfg
             .plan
             .join
             .iter()
-            .any(|(t, _)| *t == LinuxNamespaceType::User);
+            .any(|(t, _)| *t == LinuxNamespaceType::User)
+        || crate::identity::in_user_namespace()
+}
+
+fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
+    for fd in &cfg.close_now {
+        let _ = nix::unistd::close(*fd);
+    }
+    let in_userns = runs_in_userns(cfg);
     if !in_userns {
         // Until execve this process is rcrun's code: keep container processes (exec'd into the
         // container before start) from reaching it through /proc/PID/{exe,mem,fd}. execve of
@@ -133,12 +140,7 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
         spec,
         rootfs: cfg.rootfs,
         bundle: cfg.bundle,
-        in_userns: cfg.plan.new_user
-            || cfg
-                .plan
-                .join
-                .iter()
-                .any(|(t, _)| *t == LinuxNamespaceType::User),
+        in_userns: runs_in_userns(cfg),
         new_netns: crate::spec::creates_namespace(spec, LinuxNamespaceType::Network),
         new_cgroupns: crate::spec::creates_namespace(spec, LinuxNamespaceType::Cgroup),
         cgroup_path: cfg.cgroup_path.as_deref(),
@@ -185,7 +187,6 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
             seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
             listen_fds: cfg.listen_fds,
             preserved: cfg.preserved,
-            setgroups: !cfg.rootless,
         },
     )?;
 

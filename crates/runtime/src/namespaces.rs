@@ -136,12 +136,13 @@ fn write_file(file: String, data: &str) -> Result<(), NamespaceError> {
 }
 
 /// Write the uid/gid maps of a new user namespace from the parent, as the kernel requires.
-pub fn write_id_maps(pid: i32, spec: &Spec, rootless: bool) -> Result<(), NamespaceError> {
+pub fn write_id_maps(pid: i32, spec: &Spec) -> Result<(), NamespaceError> {
     let Some(linux) = spec.linux() else {
         return Ok(());
     };
-    if rootless {
-        // An unprivileged writer may map its gid only after denying setgroups.
+    // An unprivileged writer may map its gid only after denying setgroups. Root in a user
+    // namespace (rootless podman) has CAP_SETGID there and keeps setgroups allowed, as in runc.
+    if !nix::unistd::geteuid().is_root() {
         write_file(format!("/proc/{pid}/setgroups"), "deny")?;
     }
     if let Some(m) = linux.uid_mappings() {

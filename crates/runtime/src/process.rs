@@ -23,8 +23,6 @@ pub struct Options<'a> {
     pub listen_fds: usize,
     /// fds 3 .. 3+preserved stay open across exec.
     pub preserved: usize,
-    /// false in a user namespace whose setgroups is denied (rootless).
-    pub setgroups: bool,
 }
 
 /// Everything execve needs, resolved before privileges are dropped.
@@ -85,7 +83,7 @@ pub fn prepare(process: &Process, opts: &Options) -> Step<Ready> {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1) };
     identity::fix_stdio_owner(user.uid(), user.gid());
-    identity::switch(user, opts.setgroups).map_err(s)?;
+    identity::switch(user).map_err(s)?;
     nix::unistd::chdir(process.cwd()).map_err(|e| {
         format!(
             "chdir to cwd ({:?}) set in config.json failed: {e}",

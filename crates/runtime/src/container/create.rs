@@ -235,7 +235,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     drop(console_sock);
 
     if plan.new_user {
-        namespaces::write_id_maps(pid.as_raw(), &spec, opts.rootless)?;
+        namespaces::write_id_maps(pid.as_raw(), &spec)?;
     }
     if let Some(cg) = undo.cgroup.as_ref() {
         if !in_cgroup {

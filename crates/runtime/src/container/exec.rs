@@ -132,7 +132,6 @@ pub fn exec(o: &ExecOptions) -> Result<i32, Error> {
         in_userns,
         console_fd,
         preserved: o.preserve_fds,
-        rootless: st.rootless,
     };
     let (pid, _) = spawn::spawn(
         CloneFlags::empty(),
@@ -307,7 +306,6 @@ struct ChildConfig<'a> {
     in_userns: bool,
     console_fd: Option<i32>,
     preserved: usize,
-    rootless: bool,
 }
 
 /// In the new process, already in the container's namespaces: wait for the cgroup, then become
@@ -363,7 +361,6 @@ fn exec_setup(c: &ChildConfig, chan: &Channel) -> Result<proc_attrs::Ready, Stri
             seccomp: c.seccomp,
             listen_fds: 0,
             preserved: c.preserved,
-            setgroups: !c.rootless,
         },
     )
 }
