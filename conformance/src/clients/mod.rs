@@ -16,6 +16,7 @@
 pub mod containerd;
 pub mod cri;
 pub mod docker;
+pub mod docker_rootless;
 pub mod image;
 pub mod podman;
 

@@ -263,14 +263,19 @@ impl Drop for Podman {
         // podman keeps the overlay storage mounted until `unmount`/system reset
         let _ = self.podman(&["unmount", "-a"]);
         if let Some(u) = &self.user {
-            // rootless podman's pause process holds its user and mount namespaces
-            let pidfile = u.runtime_dir.join("libpod/tmp/pause.pid");
-            if let Some(pid) = std::fs::read_to_string(pidfile)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            {
-                // SAFETY: kill(2) of the pause process this test's podman started.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+            // rootless podman's pause process holds its user and mount namespaces; its pid
+            // file is in --tmpdir (else $XDG_RUNTIME_DIR/libpod/tmp)
+            for pidfile in [
+                self.dir.join("tmp/pause.pid"),
+                u.runtime_dir.join("libpod/tmp/pause.pid"),
+            ] {
+                if let Some(pid) = std::fs::read_to_string(pidfile)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                {
+                    // SAFETY: kill(2) of the pause process this test's podman started.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
             }
             if let Some(short) = u.runtime_dir.parent() {
                 super::sweep(short);

@@ -16,7 +16,20 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), Error> 
     if all {
         if let Some(cg) = state.cgroup.as_deref() {
             let cg = Cgroup::open(cg, state.systemd_cgroup)?;
-            signal_all(&cg, signal)?;
+            if cg.hierarchies().next().is_some() {
+                signal_all(&cg, signal)?;
+                return Ok(());
+            }
+        }
+        // No cgroup to read (rootless, not delegated): the processes ps finds for it.
+        if status != Status::Stopped {
+            for pid in super::ps::without_cgroup(state.pid) {
+                // SAFETY: as in `send`.
+                unsafe { libc::kill(pid, signal) };
+            }
+            return Ok(());
+        }
+        if state.cgroup.is_some() {
             return Ok(());
         }
     }

@@ -1,4 +1,4 @@
-//! `ps`: the container's processes, from its cgroup. `json` is the list of host pids; `table`
+//! `ps`: the container's processes, from its cgroup (without one: from its pid namespace). `json` is the list of host pids; `table`
 //! runs the host's ps(1) and keeps its header and the lines whose PID column is one of them
 //! (runc's approach: the PID column is found by name in the header).
 
@@ -12,11 +12,62 @@ use crate::state;
 pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>, Error> {
     state::validate_id(id)?;
     let st = state::load_state(&root.join(id), id)?;
-    let Some(cg) = st.cgroup.as_deref() else {
-        return Ok(Vec::new());
+    let cg = match st.cgroup.as_deref() {
+        Some(cg) => Some(Cgroup::open(cg, st.systemd_cgroup)?),
+        None => None,
     };
-    let cg = Cgroup::open(cg, st.systemd_cgroup)?;
-    Ok(cg.pids()?.into_iter().map(|p| p.as_raw()).collect())
+    match cg {
+        Some(cg) if cg.hierarchies().next().is_some() => {
+            Ok(cg.pids()?.into_iter().map(|p| p.as_raw()).collect())
+        }
+        // Rootless without a delegated cgroup (runc fails here): find the processes through
+        // the container's pid namespace, or as the init's descendants when it has none.
+        _ if st.status(&root.join(id)) == state::Status::Stopped => Ok(Vec::new()),
+        _ => Ok(without_cgroup(st.pid)),
+    }
+}
+
+/// The container's processes without a cgroup: those in the pid namespace of `init` when it
+/// has its own, else `init` and its descendants.
+pub(crate) fn without_cgroup(init: i32) -> Vec<i32> {
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let Some(init_ns) = ns(init) else {
+        return Vec::new();
+    };
+    let procs: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, ppid_of(pid)?)))
+        .collect();
+    if ns(std::process::id() as i32).as_ref() != Some(&init_ns) {
+        return procs
+            .iter()
+            .map(|(pid, _)| *pid)
+            .filter(|pid| ns(*pid).as_ref() == Some(&init_ns))
+            .collect();
+    }
+    let mut found = vec![init];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            procs
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found
+}
+
+/// The parent pid from /proc/PID/stat (the field after the parenthesised command name).
+fn ppid_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// `ps --format table`: run `ps ARGS` (default `-ef`) on the host and filter its output.
