@@ -11,6 +11,9 @@ fi
 command -v runc >/dev/null 2>&1 || need+=(runc)
 command -v crun >/dev/null 2>&1 || need+=(crun)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# libseccomp is the reference the seccomp compiler is tested against (tests only, never linked
+# into rcrun): crates/seccomp/tests/libseccomp_diff.rs.
+dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev pkg-config)
 for extra in "$@"; do
   command -v "$extra" >/dev/null 2>&1 || need+=("$extra")
 done

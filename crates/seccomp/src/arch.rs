@@ -4,10 +4,27 @@
 //! [`oci_spec::runtime::Arch`] (libseccomp's `SCMP_ARCH_*` tokens are the
 //! kernel's audit-arch values, except for x32, whose syscalls the kernel
 //! reports with `AUDIT_ARCH_X86_64` and the `__X32_SYSCALL_BIT` set in the
-//! syscall number). Syscall numbers come from the `syscalls` crate's
-//! per-architecture tables; none are written here by hand.
+//! syscall number). Syscall numbers come from per-architecture tables of two
+//! crates, none are written here by hand:
+//!
+//! - `syscalls` (an enum per ABI): x86_64, x86, arm, mips o32, mips64 n64,
+//!   ppc64, s390x, riscv64, loongarch64;
+//! - `syscall-numbers` (number -> name per ABI): x32, mips n32 and aarch64
+//!   alone, and as a fallback for names the `syscalls` table lacks on the
+//!   others (see [`Arch::syscall_nr`]). Its x32 table carries
+//!   `__X32_SYSCALL_BIT`, has the x32-only compat entries (512..547) and
+//!   leaves out the x86_64 entries x32 cannot call (e.g. 13, the 64-bit
+//!   `rt_sigaction`).
+//!
+//! Both are turned into name -> number maps once per process. The unit test
+//! `tests::tables_agree` checks the two crates against each other on every
+//! ABI both have; `tests/libseccomp_diff.rs` checks them against
+//! libseccomp's table, `tests/loongarch64.rs` against the kernel's generic
+//! table.
 
-use std::str::FromStr;
+use std::collections::HashMap;
+use std::ffi::c_long;
+use std::sync::OnceLock;
 
 use oci_spec::runtime::Arch as OciArch;
 
@@ -29,13 +46,13 @@ pub enum Arch {
     Arm,
     /// MIPS64 big-endian, n64 ABI.
     Mips64,
-    /// MIPS64 big-endian, n32 ABI (no table available: see [`Arch::has_table`]).
+    /// MIPS64 big-endian, n32 ABI.
     Mips64N32,
     /// MIPS big-endian, o32 ABI.
     Mips,
     /// MIPS64 little-endian, n64 ABI.
     Mipsel64,
-    /// MIPS64 little-endian, n32 ABI (no table available).
+    /// MIPS64 little-endian, n32 ABI.
     Mipsel64N32,
     /// MIPS little-endian, o32 ABI.
     Mipsel,
@@ -192,39 +209,152 @@ impl Arch {
         )
     }
 
-    /// Whether the `syscalls` crate has a table for this ABI. There is none
-    /// for the MIPS n32 ABIs; x32 is derived from the x86_64 table (see
-    /// [`Arch::syscall_nr`]).
+    /// Whether there is a syscall table for this ABI. Every ABI of [`Arch`]
+    /// has one (x32 and the MIPS n32 ABIs come from `syscall-numbers`); kept
+    /// so that an ABI added without a table is skipped (fail closed).
     pub fn has_table(self) -> bool {
-        !matches!(self, Arch::Mips64N32 | Arch::Mipsel64N32)
+        true
     }
 
     /// Resolve a syscall name to its number on this ABI (as it appears in
-    /// `seccomp_data.nr`). `None` if the name is unknown on this ABI.
+    /// `seccomp_data.nr`, i.e. with `X32_SYSCALL_BIT` on x32 and the 4000,
+    /// 5000 and 6000 bases on MIPS o32, n64 and n32). `None` if the name is
+    /// unknown on this ABI.
     ///
-    /// x32: the `syscalls` crate has no x32 table, so the x86_64 number with
-    /// `X32_SYSCALL_BIT` is used. This is exact for the kernel's `common`
-    /// syscalls; the ~35 x32-specific compat entries (numbers 512..) are not
-    /// in any table we have and are therefore never matched by name.
+    /// Where both crates have the ABI, `syscalls` is asked first, then
+    /// `syscall-numbers`: each lacks a few names the other has (e.g.
+    /// `syscalls` has no arm `sync_file_range2`, `syscall-numbers` keeps one
+    /// name per number, has no x86 `getrlimit` and no loongarch64 `fcntl`).
+    /// Where both know a name, they agree (`tests::tables_agree`).
+    ///
+    /// aarch64 uses `syscall-numbers` alone: `syscalls` 0.8 lists the
+    /// generic table's 32-bit-only time64 entries (403..423, e.g.
+    /// `clock_gettime64`) for aarch64, where they do not exist, and has no
+    /// `newfstatat` (79).
     pub fn syscall_nr(self, name: &str) -> Option<u32> {
-        fn id<T: FromStr>(name: &str, f: impl Fn(T) -> i32) -> Option<u32> {
-            T::from_str(name).ok().map(|s| f(s) as u32)
-        }
-        match self {
-            Arch::X86_64 => id(name, |s: syscalls::x86_64::Sysno| s.id()),
-            Arch::X32 => id(name, |s: syscalls::x86_64::Sysno| s.id()).map(|n| n | X32_SYSCALL_BIT),
-            Arch::X86 => id(name, |s: syscalls::x86::Sysno| s.id()),
-            Arch::Aarch64 => id(name, |s: syscalls::aarch64::Sysno| s.id()),
-            Arch::Arm => id(name, |s: syscalls::arm::Sysno| s.id()),
-            Arch::Mips64 | Arch::Mipsel64 => id(name, |s: syscalls::mips64::Sysno| s.id()),
-            Arch::Mips | Arch::Mipsel => id(name, |s: syscalls::mips::Sysno| s.id()),
-            Arch::Mips64N32 | Arch::Mipsel64N32 => None,
-            Arch::Ppc64le => id(name, |s: syscalls::powerpc64::Sysno| s.id()),
-            Arch::S390x => id(name, |s: syscalls::s390x::Sysno| s.id()),
-            Arch::Riscv64 => id(name, |s: syscalls::riscv64::Sysno| s.id()),
-            Arch::Loongarch64 => id(name, |s: syscalls::loongarch64::Sysno| s.id()),
-        }
+        let primary = syscalls_table(self).and_then(|t| t.get(name).copied());
+        primary
+            .or_else(|| numbers_table(self).get(name).copied())
+            .or_else(|| {
+                let (_, alias) = TIME32_ALIASES.iter().find(|(uapi, _)| *uapi == name)?;
+                numbers_table(self).get(alias).copied()
+            })
+            .or_else(|| {
+                // asm-generic/unistd.h: on 64-bit ABIs `__NR_newfstatat` is
+                // `__NR3264_fstatat`, which `syscalls` names `fstatat` on
+                // loongarch64 (and `syscall-numbers` lacks there).
+                if name == "newfstatat" && self == Arch::Loongarch64 {
+                    self.syscall_nr("fstatat")
+                } else {
+                    None
+                }
+            })
     }
+}
+
+/// Name -> number from the `syscalls` crate's table for the ABI, built
+/// once per process (its `FromStr` is a `match` over ~450 strings; a
+/// profile resolves hundreds of names per ABI). `None` for the ABIs that
+/// only `syscall-numbers` covers (see [`Arch::syscall_nr`]).
+fn syscalls_table(arch: Arch) -> Option<&'static HashMap<&'static str, u32>> {
+    macro_rules! table {
+        ($m:ident) => {{
+            static CELL: OnceLock<HashMap<&'static str, u32>> = OnceLock::new();
+            CELL.get_or_init(|| {
+                syscalls::$m::Sysno::iter()
+                    .map(|s| (s.name(), s.id() as u32))
+                    .collect()
+            })
+        }};
+    }
+    Some(match arch {
+        Arch::X86_64 => table!(x86_64),
+        Arch::X86 => table!(x86),
+        Arch::Arm => table!(arm),
+        Arch::Mips64 | Arch::Mipsel64 => table!(mips64),
+        Arch::Mips | Arch::Mipsel => table!(mips),
+        Arch::Ppc64le => table!(powerpc64),
+        Arch::S390x => table!(s390x),
+        Arch::Riscv64 => table!(riscv64),
+        Arch::Loongarch64 => table!(loongarch64),
+        Arch::Aarch64 | Arch::X32 | Arch::Mips64N32 | Arch::Mipsel64N32 => return None,
+    })
+}
+
+/// On 32-bit ABIs `syscall-numbers` names ten time syscalls after their
+/// kernel entry points (`clock_gettime32`, `gettimeofday_time32`, ...)
+/// where the uapi headers, libseccomp and profiles use the syscall name
+/// (`clock_gettime`, `gettimeofday`, ...). Without this, MIPS n32 (which
+/// only `syscall-numbers` covers) would not know `clock_gettime`. Names
+/// only: the numbers still come from the table.
+const TIME32_ALIASES: [(&str, &str); 10] = [
+    ("gettimeofday", "gettimeofday_time32"),
+    ("settimeofday", "settimeofday_time32"),
+    ("timer_settime", "timer_settime32"),
+    ("timer_gettime", "timer_gettime32"),
+    ("clock_settime", "clock_settime32"),
+    ("clock_gettime", "clock_gettime32"),
+    ("clock_getres", "clock_getres_time32"),
+    ("clock_nanosleep", "clock_nanosleep_time32"),
+    ("timerfd_settime", "timerfd_settime32"),
+    ("timerfd_gettime", "timerfd_gettime32"),
+];
+
+/// Name -> number for one ABI from `syscall-numbers`, built once.
+///
+/// `syscall-numbers` only maps number -> name (`sys_call_name`), over a
+/// contiguous range it checks with `is_valid_sys_call_number`. The map is
+/// built by walking that range. The walk starts at the table's own
+/// `SYS_read` (inside the range on every ABI) and goes down to the first
+/// valid number, so no base number is written here.
+fn numbers_table(arch: Arch) -> &'static HashMap<&'static str, u32> {
+    macro_rules! table {
+        ($m:ident) => {{
+            static CELL: OnceLock<HashMap<&'static str, u32>> = OnceLock::new();
+            CELL.get_or_init(|| {
+                walk(
+                    syscall_numbers::$m::SYS_read,
+                    syscall_numbers::$m::is_valid_sys_call_number,
+                    syscall_numbers::$m::sys_call_name,
+                )
+            })
+        }};
+    }
+    match arch {
+        Arch::X86_64 => table!(x86_64),
+        Arch::X86 => table!(x86),
+        Arch::X32 => table!(x32),
+        Arch::Aarch64 => table!(aarch64),
+        Arch::Arm => table!(arm),
+        Arch::Mips64 | Arch::Mipsel64 => table!(mips64),
+        Arch::Mips64N32 | Arch::Mipsel64N32 => table!(mipsn32),
+        Arch::Mips | Arch::Mipsel => table!(mips),
+        Arch::Ppc64le => table!(powerpc64),
+        Arch::S390x => table!(s390x),
+        Arch::Riscv64 => table!(riscv64),
+        Arch::Loongarch64 => table!(loongarch64),
+    }
+}
+
+/// All (name, number) pairs of a `syscall-numbers` table.
+fn walk(
+    anchor: c_long,
+    valid: fn(c_long) -> bool,
+    name: fn(c_long) -> Option<&'static str>,
+) -> HashMap<&'static str, u32> {
+    let mut first = anchor;
+    while valid(first - 1) {
+        first -= 1;
+    }
+    let mut map = HashMap::new();
+    let mut nr = first;
+    while valid(nr) {
+        if let (Some(n), Ok(v)) = (name(nr), u32::try_from(nr)) {
+            map.entry(n).or_insert(v);
+        }
+        nr += 1;
+    }
+    map
 }
 
 #[cfg(test)]
@@ -240,11 +370,114 @@ mod tests {
         assert_eq!(Arch::Mips64.syscall_nr("setns"), Some(5303));
         assert_eq!(Arch::Mipsel64.syscall_nr("setns"), Some(5303));
         assert_eq!(Arch::X32.syscall_nr("setns"), Some(308 | X32_SYSCALL_BIT));
-        assert_eq!(Arch::Mips64N32.syscall_nr("setns"), None);
+        // n32: syscall_n32.tbl 308 + 6000.
+        assert_eq!(Arch::Mips64N32.syscall_nr("setns"), Some(6308));
+        assert_eq!(Arch::Mipsel64N32.syscall_nr("setns"), Some(6308));
+        assert_eq!(Arch::Mips64N32.syscall_nr("read"), Some(6000));
+        // syscall_n32.tbl 226 clock_gettime (entry point sys_clock_gettime32),
+        // 403 clock_gettime64.
+        assert_eq!(Arch::Mips64N32.syscall_nr("clock_gettime"), Some(6226));
+        assert_eq!(Arch::Mips64N32.syscall_nr("clock_gettime64"), Some(6403));
+        assert_eq!(Arch::Mips64N32.syscall_nr("gettimeofday"), Some(6094));
         assert_eq!(Arch::X86_64.syscall_nr("no_such_syscall"), None);
         // mkdir exists on x86_64 but not on the generic-table arches.
         assert_eq!(Arch::X86_64.syscall_nr("mkdir"), Some(83));
         assert_eq!(Arch::Aarch64.syscall_nr("mkdir"), None);
+    }
+
+    #[test]
+    fn x32_has_its_own_entries() {
+        // syscall_64.tbl: 13 is the 64-bit-only rt_sigaction, 512 the x32 one.
+        assert_eq!(
+            Arch::X32.syscall_nr("rt_sigaction"),
+            Some(512 | X32_SYSCALL_BIT)
+        );
+        assert_eq!(Arch::X86_64.syscall_nr("rt_sigaction"), Some(13));
+        assert_eq!(Arch::X32.syscall_nr("ioctl"), Some(514 | X32_SYSCALL_BIT));
+        assert_eq!(Arch::X32.syscall_nr("read"), Some(X32_SYSCALL_BIT));
+        // x86_64-only entries that x32 cannot call have no x32 number.
+        assert_eq!(Arch::X32.syscall_nr("uselib"), None);
+        assert_eq!(Arch::X32.syscall_nr("create_module"), None);
+        // Every other x32 entry below 512 is a `common` one: same number as x86_64.
+        let mut common = 0;
+        for n in X32_SYSCALL_BIT..X32_SYSCALL_BIT + 512 {
+            if let Some(name) = syscall_numbers::x32::sys_call_name(n as c_long) {
+                assert_eq!(
+                    Arch::X86_64.syscall_nr(name),
+                    Some(n & !X32_SYSCALL_BIT),
+                    "{name}"
+                );
+                common += 1;
+            }
+        }
+        assert!(common > 300, "{common}");
+    }
+
+    /// Both table crates, both ways, on each ABI both have: where both
+    /// know a name, the numbers must be equal (two independently generated
+    /// tables agree), and every number `syscalls` has is a valid number in
+    /// `syscall-numbers`.
+    #[test]
+    fn tables_agree() {
+        fn check<T: Copy + std::fmt::Debug>(
+            arch: Arch,
+            all: impl Iterator<Item = T>,
+            name_id: impl Fn(T) -> (&'static str, i32),
+            bad: &mut Vec<String>,
+        ) {
+            let numbers = numbers_table(arch);
+            assert!(numbers.len() > 250, "{arch:?}: {}", numbers.len());
+            let mut shared = 0;
+            for s in all {
+                let (name, id) = name_id(s);
+                if let Some(&n) = numbers.get(name) {
+                    shared += 1;
+                    if n != id as u32 {
+                        bad.push(format!(
+                            "{arch:?} {name}: syscalls {id}, syscall-numbers {n}"
+                        ));
+                    }
+                }
+            }
+            assert!(shared > 250, "{arch:?}: {shared}");
+        }
+        macro_rules! both {
+            ($arch:expr, $m:ident, $bad:expr) => {
+                check(
+                    $arch,
+                    syscalls::$m::Sysno::iter(),
+                    |s| (s.name(), s.id()),
+                    $bad,
+                )
+            };
+        }
+        let mut bad = Vec::new();
+        both!(Arch::X86_64, x86_64, &mut bad);
+        both!(Arch::X86, x86, &mut bad);
+        both!(Arch::Aarch64, aarch64, &mut bad);
+        both!(Arch::Arm, arm, &mut bad);
+        both!(Arch::Mips, mips, &mut bad);
+        both!(Arch::Mips64, mips64, &mut bad);
+        both!(Arch::Ppc64le, powerpc64, &mut bad);
+        both!(Arch::S390x, s390x, &mut bad);
+        both!(Arch::Riscv64, riscv64, &mut bad);
+        both!(Arch::Loongarch64, loongarch64, &mut bad);
+        assert!(
+            bad.is_empty(),
+            "{} disagreements:\n{}",
+            bad.len(),
+            bad.join("\n")
+        );
+        // aarch64 is `syscall-numbers` alone (see `Arch::syscall_nr`).
+        assert_eq!(Arch::Aarch64.syscall_nr("newfstatat"), Some(79));
+        assert_eq!(Arch::Aarch64.syscall_nr("clock_gettime64"), None);
+        assert_eq!(Arch::Aarch64.syscall_nr("clock_gettime"), Some(113));
+        // Names only one crate has.
+        assert_eq!(Arch::Arm.syscall_nr("sync_file_range2"), Some(341));
+        assert_eq!(Arch::Arm.syscall_nr("arm_sync_file_range"), Some(341));
+        assert_eq!(Arch::Loongarch64.syscall_nr("fcntl"), Some(25));
+        assert_eq!(Arch::Loongarch64.syscall_nr("newfstatat"), Some(79));
+        assert_eq!(Arch::X86.syscall_nr("getrlimit"), Some(76));
     }
 
     #[test]

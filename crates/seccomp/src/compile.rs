@@ -144,7 +144,12 @@ fn rule_conds(sc: &LinuxSyscall) -> Result<Vec<Vec<Cond>>, SeccompError> {
         }
         count[index] += 1;
         let (value, mask) = match a.op() {
-            LinuxSeccompOperator::ScmpCmpMaskedEq => (a.value_two().unwrap_or(0), a.value()),
+            // libseccomp: "the masked argument value is equal to the masked
+            // datum value" (seccomp_rule_add(3)), i.e. the datum is masked
+            // too, so bits of the datum outside the mask are ignored.
+            LinuxSeccompOperator::ScmpCmpMaskedEq => {
+                (a.value_two().unwrap_or(0) & a.value(), a.value())
+            }
             _ => (a.value(), u64::MAX),
         };
         conds.push(Cond {

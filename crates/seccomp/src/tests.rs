@@ -287,24 +287,31 @@ fn x32_section_when_listed() {
 }
 
 #[test]
-fn mips_n32_without_table_is_skipped() {
+fn mips_n32_gets_a_section_unsupported_arch_is_skipped() {
     let s = spec(
         Act::ScmpActAllow,
         &[OciArch::ScmpArchMips64n32, OciArch::ScmpArchPpc64],
         vec![sc(&["setns"], Act::ScmpActErrno)],
     );
     let p = compile(&s, Arch::Mips64).unwrap();
-    assert_eq!(p.arches, vec![Arch::Mips64]);
-    assert_eq!(
-        p.skipped_arches,
-        vec![OciArch::ScmpArchMips64n32, OciArch::ScmpArchPpc64]
-    );
-    let d = SeccompData {
-        nr: 6303,
+    assert_eq!(p.arches, vec![Arch::Mips64, Arch::Mips64N32]);
+    // ppc64 big-endian has no `Arch`: no section, bad-arch verdict.
+    assert_eq!(p.skipped_arches, vec![OciArch::ScmpArchPpc64]);
+    // n32 setns is 6308 (syscall_n32.tbl 308 + 6000), n64 setns 5303.
+    let n32 = |nr| SeccompData {
+        nr,
         arch: Arch::Mips64N32.audit_arch(),
         ..Default::default()
     };
-    assert_eq!(run(&p.insns, &d).unwrap(), KILL);
+    assert_eq!(run(&p.insns, &n32(6308)).unwrap(), errno(libc::EPERM));
+    assert_eq!(run(&p.insns, &n32(5303)).unwrap(), ALLOW);
+    assert_eq!(v0(&p, Arch::Mips64, "setns"), errno(libc::EPERM));
+    let ppc64 = SeccompData {
+        nr: 350,
+        arch: OciArch::ScmpArchPpc64 as u32,
+        ..Default::default()
+    };
+    assert_eq!(run(&p.insns, &ppc64).unwrap(), KILL);
 }
 
 const BIG: u64 = 0x0000_0005_0000_0010; // above 2^32
@@ -668,7 +675,7 @@ fn reference(s: &LinuxSeccomp, arch: Arch, nr: u32, args: [u64; 6]) -> u32 {
             Op::ScmpCmpLe => x <= v,
             Op::ScmpCmpGe => x >= v,
             Op::ScmpCmpGt => x > v,
-            Op::ScmpCmpMaskedEq => x & v == two,
+            Op::ScmpCmpMaskedEq => x & v == two & v,
         }
     };
     // (conditions-as-closure-result, verdict), in spec order.
@@ -776,7 +783,8 @@ fn randomized_cross_check_against_reference() {
                 .map(|_| {
                     let op = ops[rnd(ops.len() as u64) as usize];
                     let v = interesting[rnd(interesting.len() as u64) as usize];
-                    let two = interesting[rnd(interesting.len() as u64) as usize] & v;
+                    // Not pre-masked: the datum's bits outside the mask must be ignored.
+                    let two = interesting[rnd(interesting.len() as u64) as usize];
                     (
                         rnd(6) as usize,
                         op,
