@@ -37,7 +37,18 @@ fn main() {
         }
     };
     let _ = tracing::subscriber::set_global_default(LoggerRef(logger.clone()));
-    match dispatch(&cli) {
+    // The commands whose processes enter a container run from a read-only copy of this binary
+    // (CVE-2019-5736); this re-executes the command once when it does not yet.
+    let enters_container = matches!(
+        cli.command,
+        Some(Command::Create(_) | Command::Run(_) | Command::Exec(_))
+    );
+    let sealed = if enters_container {
+        rcrun_runtime::exe_seal::ensure_sealed().map_err(anyhow::Error::from)
+    } else {
+        Ok(())
+    };
+    match sealed.and_then(|()| dispatch(&cli)) {
         Ok(code) => {
             let _ = std::io::stdout().flush();
             std::process::exit(code)

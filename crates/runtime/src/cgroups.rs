@@ -1431,7 +1431,7 @@ fn page_size_name(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
     let mut v = bytes;
     let mut i = 0;
-    while v >= 1024 && v % 1024 == 0 && i + 1 < UNITS.len() {
+    while v >= 1024 && v.is_multiple_of(1024) && i + 1 < UNITS.len() {
         v /= 1024;
         i += 1;
     }

@@ -77,6 +77,9 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     for fd in &cfg.close_now {
         let _ = nix::unistd::close(*fd);
     }
+    // The caller's stray descriptors (host directories among them) must not live on in a
+    // process that will enter the container.
+    crate::fds::close_inherited_from(3 + cfg.preserved as i32).map_err(s)?;
     let in_userns = runs_in_userns(cfg);
     if !in_userns {
         // Until execve this process is rcrun's code: keep container processes (exec'd into the
@@ -147,9 +150,10 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     };
     let _span = tracing::debug_span!("rootfs").entered();
     rootfs::prepare(&ctx).map_err(s)?;
-    // runc creates a missing cwd rather than failing.
-    if let Ok(cwd) = crate::secure_path::join(cfg.rootfs, process.cwd()) {
-        let _ = std::fs::create_dir_all(cwd);
+    // runc creates a missing cwd rather than failing; inside the root, race-free (a shared
+    // volume must not be able to turn this mkdir into one on the host).
+    if let Ok(root) = crate::secure_path::Root::open(cfg.rootfs) {
+        let _ = root.mkdir_all(process.cwd());
     }
     if cfg.runtime_hooks {
         chan.send(&Msg::RunHooks).map_err(s)?;

@@ -9,6 +9,7 @@
 //! - [`state`]: the per-container state directory, its lock and the status of a container.
 //! - [`namespaces`], [`rootfs`], [`mounts`], [`devices`], [`secure_path`]: isolation set-up.
 //! - [`capabilities`], [`identity`], [`rlimits`], [`sched`], [`lsm`], [`fds`]: the process' attributes.
+//! - [`exe_seal`]: the read-only re-exec that keeps containers from overwriting the binary.
 //! - [`cgroups`]: cgroup v1/v2 through youki's `libcgroups`; [`hooks`]: OCI hooks; [`console`]: ptys.
 //! - [`sync`]: the message channel between the runtime and the container's first process.
 
@@ -21,6 +22,7 @@ pub mod console;
 pub mod container;
 pub mod default_spec;
 pub mod devices;
+pub mod exe_seal;
 pub mod fds;
 pub mod features;
 pub mod hooks;

@@ -2,6 +2,7 @@
 //! including bind remounts for flags the first bind ignores, propagation, and recursive
 //! attributes through mount_setattr(2).
 
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
@@ -20,6 +21,29 @@ pub enum MountError {
     Destination { dest: PathBuf, msg: String },
     #[error("mount option {0:?} is not supported")]
     Unsupported(String),
+}
+
+impl MountError {
+    /// Name the container path a `/proc/self/fd/N` target stands for, as runc does
+    /// (`mount none to /x (via /proc/self/fd/7)`).
+    pub fn shown_as(self, shown: &Path) -> MountError {
+        match self {
+            MountError::Mount {
+                source_path,
+                dest,
+                fstype,
+                data,
+                errno,
+            } if dest.starts_with("/proc/self/fd") => MountError::Mount {
+                source_path,
+                dest: PathBuf::from(format!("{} (via {})", shown.display(), dest.display())),
+                fstype,
+                data,
+                errno,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Parsed `options` of a mount entry.
@@ -133,7 +157,7 @@ pub fn propagation_flag(name: &str) -> Option<MsFlags> {
 }
 
 // mount_setattr(2) attribute bits (uapi/linux/mount.h); libc does not export all of them everywhere.
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
 const MOUNT_ATTR_NOEXEC: u64 = 0x8;
@@ -169,9 +193,7 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// Apply attributes to a whole mount tree (the `r*` options), kernel 5.12+.
-pub fn set_recursive_attrs(dest: &Path, set: u64, clr: u64) -> Result<(), MountError> {
-    let c = cstr(dest)?;
+fn mount_setattr(dirfd: i32, path: &std::ffi::CStr, flags: i32, set: u64, clr: u64) -> i64 {
     let attr = MountAttr {
         attr_set: set,
         attr_clr: clr,
@@ -179,16 +201,30 @@ pub fn set_recursive_attrs(dest: &Path, set: u64, clr: u64) -> Result<(), MountE
         userns_fd: 0,
     };
     // SAFETY: valid C string and a correctly sized attr struct.
-    let rc = unsafe {
+    unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
+            dirfd,
+            path.as_ptr(),
+            flags as libc::c_uint,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
-    };
+    }
+}
+
+/// Set/clear attributes of the mount `fd` refers to (e.g. a detached clone from open_tree).
+pub(crate) fn set_attrs_empty_path(fd: i32, set: u64, clr: u64) -> std::io::Result<()> {
+    if mount_setattr(fd, c"", libc::AT_EMPTY_PATH, set, clr) != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Apply attributes to the whole mount tree `fd` is open on (the `r*` options), kernel 5.12+.
+/// `dest` names it in errors.
+pub fn set_recursive_attrs(fd: RawFd, dest: &Path, set: u64, clr: u64) -> Result<(), MountError> {
+    let rc = mount_setattr(fd, c"", libc::AT_EMPTY_PATH | libc::AT_RECURSIVE, set, clr);
     if rc != 0 {
         return Err(MountError::Mount {
             source_path: "(mount_setattr)".into(),
@@ -199,14 +235,6 @@ pub fn set_recursive_attrs(dest: &Path, set: u64, clr: u64) -> Result<(), MountE
         });
     }
     Ok(())
-}
-
-fn cstr(p: &Path) -> Result<std::ffi::CString, MountError> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| MountError::Destination {
-        dest: p.to_path_buf(),
-        msg: "contains a NUL byte".into(),
-    })
 }
 
 /// mount(2) with an error that names everything involved.

@@ -90,6 +90,7 @@ pub fn prepare(process: &Process, opts: &Options) -> Step<Ready> {
             process.cwd()
         )
     })?;
+    verify_cwd(process.cwd())?;
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0) };
     capabilities::apply(&caps).map_err(s)?;
@@ -115,6 +116,29 @@ pub fn prepare(process: &Process, opts: &Options) -> Step<Ready> {
         env: c_env,
         name: name.clone(),
     })
+}
+
+/// CVE-2024-21626: the chdir runs in a process that still holds the runtime's descriptors,
+/// so a cwd of `/proc/self/fd/N` (or through another /proc magic link) can land on a host
+/// directory, which the program would keep after execve. The kernel's getcwd names a directory
+/// outside the process' root "(unreachable)/…": refuse to start then.
+fn verify_cwd(cwd: &Path) -> Step<()> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: getcwd(2) writes at most `buf.len()` bytes into our buffer.
+    let rc = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    if rc < 0 {
+        return Err(format!(
+            "cwd ({cwd:?}) set in config.json: cannot check that it is inside the container: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if buf.first() != Some(&b'/') {
+        return Err(format!(
+            "cwd ({cwd:?}) set in config.json is outside the container's root filesystem \
+             (possible container breakout, CVE-2024-21626): refusing to start the process"
+        ));
+    }
+    Ok(())
 }
 
 /// Compile `linux.seccomp` for this machine. Syscall names no listed architecture knows are

@@ -4,6 +4,7 @@
 //! Split in two around the createContainer hooks, which the spec runs after the mounts exist and
 //! before pivot_root: [`prepare`] and [`finish`].
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,7 @@ use oci_spec::runtime::{Mount, Spec};
 
 use crate::devices::{self, DeviceError};
 use crate::mounts::{self, MountError};
-use crate::secure_path::{self, SecurePathError};
+use crate::secure_path::{Root, SecurePathError, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -33,6 +34,16 @@ pub enum RootfsError {
     Sys { what: String, source: nix::Error },
     #[error("linux.rootfsPropagation: unknown value {0:?}")]
     Propagation(String),
+}
+
+impl RootfsError {
+    /// Name the container path behind a `/proc/self/fd/N` mount target in the message.
+    fn shown_as(self, shown: &Path) -> RootfsError {
+        match self {
+            RootfsError::Mount(e) => RootfsError::Mount(e.shown_as(shown)),
+            other => other,
+        }
+    }
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RootfsError + 'a {
@@ -83,10 +94,13 @@ pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
     )?;
+    // Opened after the bind, so lookups from it see the mounts made on the bind (the tree
+    // pivot_root will use).
+    let root = Root::open(ctx.rootfs)?;
 
     let mut dev_bound = false;
     for m in ctx.spec.mounts().as_deref().unwrap_or(&[]) {
-        mount_entry(ctx, m)?;
+        mount_entry(ctx, &root, m)?;
         if m.destination() == Path::new("/dev") && m.typ().as_deref() != Some("tmpfs") {
             dev_bound = true;
         }
@@ -94,9 +108,9 @@ pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
     if !dev_bound {
         let spec_devs = linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]);
         for d in devices::all(spec_devs) {
-            devices::create(ctx.rootfs, &d, ctx.in_userns)?;
+            devices::create(&root, &d, ctx.in_userns)?;
         }
-        dev_symlinks(ctx.rootfs)?;
+        dev_symlinks(&root)?;
     }
     Ok(())
 }
@@ -125,19 +139,23 @@ pub fn finish(ctx: &Context, no_pivot: bool) -> Result<(), RootfsError> {
             std::fs::write(&path, v.as_bytes()).map_err(io("linux.sysctl: write", &path))?;
         }
     }
+    // Resolved inside the new root, magic links refused: after pivot_root a symlink cannot
+    // leave the container's tree, but /proc's magic links (of other processes, when the pid
+    // namespace is shared) could.
+    let root = Root::open(Path::new("/"))?;
     for p in linux
         .and_then(|l| l.readonly_paths().as_ref())
         .into_iter()
         .flatten()
     {
-        readonly_path(Path::new(p))?;
+        readonly_path(&root, Path::new(p))?;
     }
     for p in linux
         .and_then(|l| l.masked_paths().as_ref())
         .into_iter()
         .flatten()
     {
-        mask_path(Path::new(p))?;
+        mask_path(&root, Path::new(p))?;
     }
     if ctx
         .spec
@@ -160,7 +178,6 @@ pub fn finish(ctx: &Context, no_pivot: bool) -> Result<(), RootfsError> {
 }
 
 fn do_pivot(rootfs: &Path) -> Result<(), RootfsError> {
-    use std::os::fd::AsRawFd;
     let old = std::fs::File::open("/").map_err(io("open", Path::new("/")))?;
     chdir(rootfs).map_err(sys(format!("chdir to rootfs {}", rootfs.display())))?;
     pivot_root(".", ".").map_err(sys(format!("pivot_root {}", rootfs.display())))?;
@@ -209,14 +226,19 @@ fn unescape(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
-/// Realise one `mounts` entry inside the rootfs.
-fn mount_entry(ctx: &Context, m: &Mount) -> Result<(), RootfsError> {
+/// Realise one `mounts` entry inside the rootfs. The destination is resolved and opened inside
+/// the root (see [`crate::secure_path`]) and mounted on through its descriptor; the flags,
+/// propagation and attributes that need a second call go to the new mount, re-opened.
+fn mount_entry(ctx: &Context, root: &Root, m: &Mount) -> Result<(), RootfsError> {
+    mount_entry_at(ctx, root, m).map_err(|e| e.shown_as(m.destination()))
+}
+
+fn mount_entry_at(ctx: &Context, root: &Root, m: &Mount) -> Result<(), RootfsError> {
     let opts = mounts::parse_options(m.options().as_deref().unwrap_or(&[]))?;
     let typ = m.typ().as_deref().unwrap_or("");
-    let dest = secure_path::join(ctx.rootfs, m.destination())?;
     let is_bind = opts.bind || typ == "bind";
 
-    if is_bind {
+    let top = if is_bind {
         let src = m.source().clone().unwrap_or_default();
         let src = if src.is_absolute() {
             src
@@ -224,27 +246,29 @@ fn mount_entry(ctx: &Context, m: &Mount) -> Result<(), RootfsError> {
             ctx.bundle.join(src)
         };
         let meta = std::fs::metadata(&src).map_err(io("mount source", &src))?;
-        make_target(&dest, meta.is_dir())?;
+        let dest = make_target(root, m.destination(), meta.is_dir())?;
         let mut flags = MsFlags::MS_BIND;
         if opts.recursive_bind {
             flags |= MsFlags::MS_REC;
         }
-        mounts::do_mount(Some(&src), &dest, Some("bind"), flags, None)?;
+        mounts::do_mount(Some(&src), &dest.proc_path(), Some("bind"), flags, None)?;
+        let top = root.reopen(&dest)?;
         // A bind ignores every flag but MS_REC: apply the rest by remounting.
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
-            mounts::bind_remount(&dest, extra)?;
+            mounts::bind_remount(&top.proc_path(), extra)?;
         }
+        top
     } else if typ == "cgroup" || typ == "cgroup2" {
-        make_target(&dest, true)?;
-        mount_cgroup(ctx, &dest, &opts)?;
+        let dest = make_target(root, m.destination(), true)?;
+        mount_cgroup(ctx, root, &dest, &opts)?
     } else {
-        make_target(&dest, true)?;
+        let dest = make_target(root, m.destination(), true)?;
         let data = opts.data.join(",");
         let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
         let res = mounts::do_mount(
             Some(&src),
-            &dest,
+            &dest.proc_path(),
             Some(typ),
             opts.flags,
             (!data.is_empty()).then_some(data.as_str()),
@@ -258,45 +282,55 @@ fn mount_entry(ctx: &Context, m: &Mount) -> Result<(), RootfsError> {
             }) if typ == "sysfs" && ctx.in_userns => {
                 mounts::do_mount(
                     Some(Path::new("/sys")),
-                    &dest,
+                    &dest.proc_path(),
                     Some("bind"),
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None,
                 )?;
+                let top = root.reopen(&dest)?;
                 if opts.flags.contains(MsFlags::MS_RDONLY) {
-                    mounts::bind_remount(&dest, MsFlags::MS_RDONLY)?;
+                    mounts::bind_remount(&top.proc_path(), MsFlags::MS_RDONLY)?;
                 }
+                top
             }
-            other => other?,
+            other => {
+                other?;
+                root.reopen(&dest)?
+            }
         }
-    }
+    };
     for p in &opts.propagation {
-        mounts::do_mount(None, &dest, None, *p, None)?;
+        mounts::do_mount(None, &top.proc_path(), None, *p, None)?;
     }
     if opts.rec_attr_set != 0 || opts.rec_attr_clr != 0 {
-        mounts::set_recursive_attrs(&dest, opts.rec_attr_set, opts.rec_attr_clr)?;
+        mounts::set_recursive_attrs(
+            top.fd.as_raw_fd(),
+            m.destination(),
+            opts.rec_attr_set,
+            opts.rec_attr_clr,
+        )?;
     }
     Ok(())
 }
 
-/// Make the mount point: a directory, or an empty file for a file bind.
-fn make_target(dest: &Path, dir: bool) -> Result<(), RootfsError> {
-    if dir {
-        std::fs::create_dir_all(dest).map_err(io("create mount point", dest))
+/// Make the mount point inside the root: a directory, or an empty file for a file bind.
+fn make_target(root: &Root, dest: &Path, dir: bool) -> Result<Target, RootfsError> {
+    Ok(if dir {
+        root.mkdir_all(dest)?
     } else {
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(io("create mount point", parent))?;
-        }
-        if !dest.exists() {
-            std::fs::File::create(dest).map_err(io("create mount point", dest))?;
-        }
-        Ok(())
-    }
+        root.create_file(dest)?
+    })
 }
 
 /// A cgroup mount: on cgroup v2 a cgroup2 filesystem (with a cgroup namespace) or a bind of the
 /// container's cgroup; on v1/hybrid a tmpfs holding one bind per hierarchy, as runc builds it.
-fn mount_cgroup(ctx: &Context, dest: &Path, opts: &mounts::Options) -> Result<(), RootfsError> {
+/// Returns the new mount, open.
+fn mount_cgroup(
+    ctx: &Context,
+    root: &Root,
+    dest: &Target,
+    opts: &mounts::Options,
+) -> Result<Target, RootfsError> {
     let mut flags = opts.flags
         & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
     let tmpfs_flags = flags;
@@ -314,30 +348,43 @@ fn mount_cgroup(ctx: &Context, dest: &Path, opts: &mounts::Options) -> Result<()
         if ctx.new_cgroupns {
             mounts::do_mount(
                 Some(Path::new("cgroup2")),
-                dest,
+                &dest.proc_path(),
                 Some("cgroup2"),
                 flags,
                 None,
             )?;
-        } else {
-            // Without a cgroup of its own (rootless, not delegated) the container sees the one
-            // it runs in, as with runc.
-            let mut src = Path::new("/sys/fs/cgroup").join(rel);
-            if !src.exists() {
-                src = Path::new("/sys/fs/cgroup")
-                    .join(own_cgroup_v2().strip_prefix("/").unwrap_or(Path::new("")));
-            }
-            bind_with_flags(&src, dest, flags)?;
+            return Ok(root.reopen(dest)?);
         }
-        return Ok(());
+        // Without a cgroup of its own (rootless, not delegated) the container sees the one it
+        // runs in, as with runc.
+        let mut src = Path::new("/sys/fs/cgroup").join(rel);
+        if !src.exists() {
+            src = Path::new("/sys/fs/cgroup")
+                .join(own_cgroup_v2().strip_prefix("/").unwrap_or(Path::new("")));
+        }
+        mounts::do_mount(
+            Some(&src),
+            &dest.proc_path(),
+            Some("bind"),
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        let top = root.reopen(dest)?;
+        mounts::bind_remount(&top.proc_path(), flags)?;
+        return Ok(top);
     }
     mounts::do_mount(
         Some(Path::new("tmpfs")),
-        dest,
+        &dest.proc_path(),
         Some("tmpfs"),
         tmpfs_flags,
         Some("mode=755"),
     )?;
+    // Below here everything is inside the tmpfs just made, which nothing else can see yet:
+    // plain paths under its descriptor are safe.
+    let top = root.reopen(dest)?;
+    let dest = top.proc_path();
+    let dest = dest.as_path();
     // runc leaves the hybrid layout's cgroup2 mount out of v1 containers, and the tmpfs itself
     // writable (each hierarchy bind is read-only): the same view under both runtimes.
     for h in hierarchies.iter().filter(|h| h.fstype == "cgroup") {
@@ -363,7 +410,7 @@ fn mount_cgroup(ctx: &Context, dest: &Path, opts: &mounts::Options) -> Result<()
             }
         }
     }
-    Ok(())
+    Ok(top)
 }
 
 /// This process' cgroup v2 path ("0::/path" in /proc/self/cgroup).
@@ -423,9 +470,11 @@ fn cgroup_mounts() -> Result<Vec<CgroupMount>, RootfsError> {
     Ok(out)
 }
 
-/// /dev/fd, stdin, stdout, stderr, core and ptmx symlinks (runc's set).
-fn dev_symlinks(rootfs: &Path) -> Result<(), RootfsError> {
-    let dev = secure_path::join(rootfs, Path::new("/dev"))?;
+/// /dev/fd, stdin, stdout, stderr, core and ptmx symlinks (runc's set), made in the rootfs'
+/// /dev opened inside the root (symlinkat/unlinkat never follow a final symlink).
+fn dev_symlinks(root: &Root) -> Result<(), RootfsError> {
+    let dev = root.mkdir_all(Path::new("/dev"))?;
+    let dev_path = root.path().join(dev.rel());
     let mut links = vec![
         ("/proc/self/fd", "fd"),
         ("/proc/self/fd/0", "stdin"),
@@ -436,68 +485,69 @@ fn dev_symlinks(rootfs: &Path) -> Result<(), RootfsError> {
         links.push(("/proc/kcore", "core"));
     }
     for (target, name) in links {
-        let link = dev.join(name);
-        match symlink(target, &link) {
+        match devices::symlink_at(&dev, target, name) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io("symlink", &link)(e)),
+            Err(e) => return Err(io("symlink", &dev_path.join(name))(e)),
         }
     }
-    let ptmx = dev.join("ptmx");
-    if dev.join("pts").is_dir() {
-        let _ = std::fs::remove_file(&ptmx);
-        symlink("pts/ptmx", &ptmx).map_err(io("symlink", &ptmx))?;
+    if devices::is_dir_at(&dev, "pts") {
+        devices::unlink_at(&dev, "ptmx");
+        devices::symlink_at(&dev, "pts/ptmx", "ptmx")
+            .map_err(io("symlink", &dev_path.join("ptmx")))?;
     }
     Ok(())
 }
 
 /// Make a path read-only by binding it onto itself and remounting (inside the new root).
-fn readonly_path(p: &Path) -> Result<(), RootfsError> {
-    match mounts::do_mount(
-        Some(p),
-        p,
+fn readonly_path(root: &Root, p: &Path) -> Result<(), RootfsError> {
+    readonly_path_at(root, p).map_err(|e| e.shown_as(p))
+}
+
+fn readonly_path_at(root: &Root, p: &Path) -> Result<(), RootfsError> {
+    let t = match root.open_in(p) {
+        Ok(t) => t,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let at = t.proc_path();
+    mounts::do_mount(
+        Some(&at),
+        &at,
         Some("bind"),
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
-    ) {
-        Err(MountError::Mount {
-            errno: nix::Error::ENOENT,
-            ..
-        }) => return Ok(()),
-        other => other?,
-    }
-    mounts::bind_remount(p, MsFlags::MS_RDONLY | MsFlags::MS_REC)?;
+    )?;
+    let top = root.reopen(&t)?;
+    mounts::bind_remount(&top.proc_path(), MsFlags::MS_RDONLY | MsFlags::MS_REC)?;
     Ok(())
 }
 
 /// Hide a path: /dev/null over a file, an empty read-only tmpfs over a directory.
-fn mask_path(p: &Path) -> Result<(), RootfsError> {
-    let res = mounts::do_mount(
-        Some(Path::new("/dev/null")),
-        p,
-        Some("bind"),
-        MsFlags::MS_BIND,
+fn mask_path(root: &Root, p: &Path) -> Result<(), RootfsError> {
+    mask_path_at(root, p).map_err(|e| e.shown_as(p))
+}
+
+fn mask_path_at(root: &Root, p: &Path) -> Result<(), RootfsError> {
+    let t = match root.open_in(p) {
+        Ok(t) => t,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let is_dir = nix::sys::stat::fstat(t.fd.as_raw_fd())
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        .map_err(sys(format!("maskedPaths {}: stat", p.display())))?;
+    let (src, fstype, flags) = if is_dir {
+        ("tmpfs", "tmpfs", MsFlags::MS_RDONLY)
+    } else {
+        ("/dev/null", "bind", MsFlags::MS_BIND)
+    };
+    mounts::do_mount(
+        Some(Path::new(src)),
+        &t.proc_path(),
+        Some(fstype),
+        flags,
         None,
-    );
-    match res {
-        Ok(()) => Ok(()),
-        Err(MountError::Mount {
-            errno: nix::Error::ENOENT,
-            ..
-        }) => Ok(()),
-        Err(MountError::Mount {
-            errno: nix::Error::ENOTDIR,
-            ..
-        }) => {
-            mounts::do_mount(
-                Some(Path::new("tmpfs")),
-                p,
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY,
-                None,
-            )?;
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
+    )?;
+    Ok(())
 }

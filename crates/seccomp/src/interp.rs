@@ -67,7 +67,7 @@ pub fn run(prog: &[Insn], data: &SeccompData) -> Result<u32, InterpError> {
         match insn.code {
             c if c == BPF_LD | BPF_W | BPF_ABS => {
                 let off = insn.k as usize;
-                if off % 4 != 0 || off + 4 > bytes.len() {
+                if !off.is_multiple_of(4) || off + 4 > bytes.len() {
                     return Err(InterpError::BadLoad(pc, insn.k));
                 }
                 let w = [bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]];

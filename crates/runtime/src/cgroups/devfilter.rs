@@ -26,15 +26,25 @@ pub const ACC_WRITE: i32 = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Insn {
     code: u8,
-    regs: u8, // dst:4 (low), src:4 (high)
+    regs: u8, // the dst_reg:4 / src_reg:4 bit-fields of struct bpf_insn
     off: i16,
     imm: i32,
+}
+
+/// C bit-fields fill a byte from its least significant bit on little-endian targets and from
+/// its most significant bit on big-endian ones (MIPS64, s390x): `dst_reg` is declared first.
+fn pack_regs(dst: u8, src: u8) -> u8 {
+    if cfg!(target_endian = "big") {
+        ((dst & 0xf) << 4) | (src & 0xf)
+    } else {
+        (dst & 0xf) | ((src & 0xf) << 4)
+    }
 }
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     Insn {
         code,
-        regs: (dst & 0xf) | ((src & 0xf) << 4),
+        regs: pack_regs(dst, src),
         off,
         imm,
     }

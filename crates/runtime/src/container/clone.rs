@@ -96,19 +96,17 @@ pub fn clone_into(flags: CloneFlags, cgroup_fd: Option<RawFd>) -> nix::Result<Fo
     }
     if rc < 0 && nix::Error::last() == nix::Error::ENOSYS {
         in_cgroup = false;
-        // The flags argument comes first on every architecture; the other (zero) arguments'
-        // order differs between architectures, which does not matter when all are zero.
-        // SAFETY: as above.
-        rc = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (flags.bits() | libc::SIGCHLD) as libc::c_ulong,
-                0,
-                0,
-                0,
-                0,
-            )
+        let flags = (flags.bits() | libc::SIGCHLD) as libc::c_ulong;
+        // clone(2)'s argument order is the kernel's per-arch choice: flags first everywhere
+        // except s390 (CLONE_BACKWARDS2: the stack comes first). The other arguments are zero,
+        // so their order does not matter. libc has no wrapper for a fork-like raw clone.
+        let (a0, a1): (libc::c_ulong, libc::c_ulong) = if cfg!(target_arch = "s390x") {
+            (0, flags)
+        } else {
+            (flags, 0)
         };
+        // SAFETY: as above.
+        rc = unsafe { libc::syscall(libc::SYS_clone, a0, a1, 0, 0, 0) };
     }
     match rc {
         -1 => Err(nix::Error::last()),

@@ -326,6 +326,14 @@ fn exec_child(c: &ChildConfig, chan: &Channel) -> std::convert::Infallible {
 }
 
 fn exec_setup(c: &ChildConfig, chan: &Channel) -> Result<proc_attrs::Ready, String> {
+    if !c.in_userns {
+        // As for the first process (see init.rs): this is rcrun's code inside the container's
+        // pid namespace until execve; other container processes must not reach it through
+        // /proc/PID/{exe,mem,fd}. execve makes the program dumpable again.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+    }
+    crate::fds::close_inherited_from(3 + c.preserved as i32).map_err(|e| e.to_string())?;
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&nix::sys::signal::SigSet::empty()),
