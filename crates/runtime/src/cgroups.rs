@@ -198,6 +198,51 @@ struct State {
     systemd: Option<SystemdState>,
 }
 
+/// A cgroup resolved by [`Cgroup::plan`] but not created yet.
+pub struct Planned(PlannedKind);
+
+enum PlannedKind {
+    Fs { plan: Plan, rootless: bool },
+    Systemd(Box<Cgroup>),
+}
+
+impl Planned {
+    /// The locator the cgroup will have once created, for [`Cgroup::open`]: enough for
+    /// [`Cgroup::remove`] to undo a creation that was interrupted at any point. It names every
+    /// planned directory and, as created, the missing parents creation will make (one `stat`
+    /// per hierarchy when the parent exists, the usual case).
+    pub fn state_path(&self) -> String {
+        match &self.0 {
+            PlannedKind::Systemd(cg) => cg.state_path(),
+            PlannedKind::Fs { plan, rootless } => {
+                let mut created = Vec::new();
+                for h in &plan.hierarchies {
+                    let mut missing = Vec::new();
+                    let mut dir = h.dir.parent();
+                    while let Some(d) = dir {
+                        if !d.starts_with(&h.mount) || d == h.mount || d.exists() {
+                            break;
+                        }
+                        missing.push(d.to_path_buf());
+                        dir = d.parent();
+                    }
+                    created.extend(missing.into_iter().rev());
+                }
+                let state = State {
+                    version: STATE_VERSION,
+                    mode: plan.mode,
+                    path: plan.path.clone(),
+                    hierarchies: plan.hierarchies.clone(),
+                    created,
+                    rootless: *rootless,
+                    systemd: None,
+                };
+                serde_json::to_string(&state).unwrap_or_else(|_| plan.path.display().to_string())
+            }
+        }
+    }
+}
+
 /// A container's cgroup, created on the host before the container process is added to it.
 pub struct Cgroup {
     state: State,
@@ -236,8 +281,17 @@ impl Cgroup {
         opts: &CgroupOptions,
         resources: Option<&LinuxResources>,
     ) -> Result<Cgroup, CgroupError> {
+        Self::create_planned(Self::plan(opts)?, resources)
+    }
+
+    /// The first half of [`Cgroup::create`]: resolve the path and the hierarchies, create
+    /// nothing. The caller can record [`Planned::state_path`] before anything exists.
+    pub fn plan(opts: &CgroupOptions) -> Result<Planned, CgroupError> {
         if opts.systemd {
-            return Self::create_systemd(opts);
+            // The systemd driver makes nothing before `add_task` (the scope unit).
+            return Ok(Planned(PlannedKind::Systemd(Box::new(
+                Self::create_systemd(opts)?,
+            ))));
         }
         let spec_path = resolve_spec_path(opts)?;
         let plan = if is_cgroup2(Path::new(CGROUP_ROOT)) {
@@ -245,7 +299,21 @@ impl Cgroup {
         } else {
             plan_v1(&spec_path, opts.rootless)?
         };
-        Self::create_from_plan(plan, opts.rootless, resources)
+        Ok(Planned(PlannedKind::Fs {
+            plan,
+            rootless: opts.rootless,
+        }))
+    }
+
+    /// The second half of [`Cgroup::create`]: create the planned directories.
+    pub fn create_planned(
+        planned: Planned,
+        resources: Option<&LinuxResources>,
+    ) -> Result<Cgroup, CgroupError> {
+        match planned.0 {
+            PlannedKind::Systemd(cg) => Ok(*cg),
+            PlannedKind::Fs { plan, rootless } => Self::create_from_plan(plan, rootless, resources),
+        }
     }
 
     fn create_from_plan(

@@ -4,7 +4,7 @@
 //! new namespaces, and talks to the runtime over [`crate::sync`]. Between `create` and `start` it
 //! blocks in read(2) on exec.fifo; `start` writes one byte. Nothing of rcrun is left once it execs.
 
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
@@ -185,7 +185,7 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     if let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) {
         sched::set_personality(p).map_err(s)?;
     }
-    let ready = proc_attrs::prepare(
+    let mut ready = proc_attrs::prepare(
         process,
         &proc_attrs::Options {
             seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
@@ -197,6 +197,10 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     // Set-up is complete: from here on the runtime may exit, so stop tying our life to it.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+    if let Some(listener) = ready.listener.take() {
+        chan.send_fd(&Msg::SeccompListener, listener.as_fd())
+            .map_err(s)?;
+    }
     chan.send(&Msg::Ready).map_err(s)?;
     wait_for_start(cfg.fifo_fd)?;
 

@@ -35,6 +35,7 @@ pub mod process;
 pub mod rlimits;
 pub mod rootfs;
 pub mod sched;
+pub mod seccomp_listener;
 pub mod secure_path;
 pub mod signal;
 pub mod spec;

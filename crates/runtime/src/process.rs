@@ -31,6 +31,9 @@ pub struct Ready {
     args: Vec<CString>,
     env: Vec<CString>,
     name: String,
+    /// The seccomp user-notification listener (close-on-exec), when the filter has NOTIFY rules:
+    /// to be sent to the runtime, which hands it to `linux.seccomp.listenerPath`.
+    pub listener: Option<std::os::fd::OwnedFd>,
 }
 
 /// Apply the process' attributes, most privileged first, and resolve the program, so that
@@ -45,8 +48,9 @@ pub fn prepare(process: &Process, opts: &Options) -> Step<Ready> {
         Some(sc) => Some(compile_seccomp(sc)?),
         None => None,
     };
+    let mut listener = None;
     if let (Some((prog, flags)), false) = (&filter, nnp) {
-        rcrun_seccomp::load(prog, *flags).map_err(|e| format!("linux.seccomp: {e}"))?;
+        listener = rcrun_seccomp::load(prog, *flags).map_err(|e| format!("linux.seccomp: {e}"))?;
     }
     if let Some(r) = process.rlimits() {
         rlimits::apply(r).map_err(s)?;
@@ -108,13 +112,14 @@ pub fn prepare(process: &Process, opts: &Options) -> Step<Ready> {
     }
     fds::cloexec_from(3 + opts.preserved as i32).map_err(s)?;
     if let (Some((prog, flags)), true) = (&filter, nnp) {
-        rcrun_seccomp::load(prog, *flags).map_err(|e| format!("linux.seccomp: {e}"))?;
+        listener = rcrun_seccomp::load(prog, *flags).map_err(|e| format!("linux.seccomp: {e}"))?;
     }
     Ok(Ready {
         prog,
         args: c_args,
         env: c_env,
         name: name.clone(),
+        listener,
     })
 }
 
@@ -155,11 +160,27 @@ fn compile_seccomp(
     let prog = rcrun_seccomp::compile_with(sc, native, &opts)
         .map_err(|e| format!("linux.seccomp: {e}"))?;
     if prog.uses_notify {
-        // The listener hand-off to listenerPath is not built yet.
-        return Err(
-            "linux.seccomp: SCMP_ACT_NOTIFY (seccomp user notification) is not supported yet"
-                .into(),
-        );
+        if sc.listener_path().is_none() {
+            return Err(
+                "linux.seccomp.listenerPath must be set: a rule uses SCMP_ACT_NOTIFY".into(),
+            );
+        }
+        // The listener travels to the runtime over sendmsg(2) after the filter is loaded, so
+        // notifying it (or write, as runc refuses) would wait for an agent that has no fd yet.
+        for rule in sc.syscalls().as_deref().unwrap_or(&[]) {
+            if rule.action() != oci_spec::runtime::LinuxSeccompAction::ScmpActNotify {
+                continue;
+            }
+            if let Some(name) = rule
+                .names()
+                .iter()
+                .find(|n| matches!(n.as_str(), "sendmsg" | "write"))
+            {
+                return Err(format!(
+                    "linux.seccomp: SCMP_ACT_NOTIFY cannot be used for {name:?}: the runtime needs it to pass the listener on"
+                ));
+            }
+        }
     }
     let flags = rcrun_seccomp::filter_flags(sc, &prog);
     Ok((prog, flags))
@@ -194,7 +215,7 @@ pub fn exec(r: &Ready) -> ! {
 }
 
 pub fn reset_signal_dispositions() {
-    for sig in 1..libc::SIGRTMAX() {
+    for sig in 1..=libc::SIGRTMAX() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }

@@ -90,6 +90,18 @@ pub fn read(bundle: &Path) -> Result<Spec, SpecError> {
     parse(&path, &bytes)
 }
 
+/// Parse and validate a config.json held in memory: the checks of [`load`] except those that need
+/// the bundle on disk (the rootfs directory). Errors are the ones `load` gives for the same text.
+/// This is the entry point of the `config_json` fuzz target.
+pub fn parse_and_validate(bytes: &[u8]) -> Result<Spec, SpecError> {
+    let spec = parse(Path::new("config.json"), bytes)?;
+    if spec.root().is_none() {
+        return Err(SpecError::Invalid("root.path must be set".into()));
+    }
+    validate(&spec)?;
+    Ok(spec)
+}
+
 /// `path` made absolute against the current directory, without resolving symlinks (runc keeps the
 /// bundle path as given, made absolute).
 pub fn absolute(path: &Path) -> PathBuf {
@@ -375,6 +387,34 @@ pub fn namespace(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn parse_and_validate_gives_the_errors_of_load() {
+        let good = crate::default_spec::default_spec(None).to_string();
+        assert!(parse_and_validate(good.as_bytes()).is_ok());
+        let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+        v["process"]["args"] = serde_json::json!([]);
+        assert!(matches!(
+            parse_and_validate(v.to_string().as_bytes()),
+            Err(SpecError::Invalid(m)) if m.contains("process.args")
+        ));
+        v["process"]["args"] = serde_json::json!("true");
+        assert!(matches!(
+            parse_and_validate(v.to_string().as_bytes()),
+            Err(SpecError::Field { field, .. }) if field == "process.args"
+        ));
+        v.as_object_mut().unwrap().remove("root");
+        v["process"]["args"] = serde_json::json!(["true"]);
+        assert!(matches!(
+            parse_and_validate(v.to_string().as_bytes()),
+            Err(SpecError::Invalid(m)) if m.contains("root.path")
+        ));
+        assert!(matches!(
+            parse_and_validate(b"{bad"),
+            Err(SpecError::Syntax { line: 1, .. })
+        ));
+    }
 
     #[test]
     fn type_errors_name_the_field() {

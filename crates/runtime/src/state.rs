@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub const STATE_FILE: &str = "state.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
+/// The [`CleanupRecord`], written by `create` before it makes anything outside the directory.
+pub const CLEANUP_FILE: &str = "cleanup.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -76,6 +78,20 @@ pub struct ContainerState {
     pub poststart: Vec<Hook>,
     #[serde(default)]
     pub poststop: Vec<Hook>,
+}
+
+/// What `delete --force` needs to undo a container whose state.json is missing (a `create` killed
+/// before it saved it) or unreadable (a damaged file). `create` writes it before it makes the
+/// cgroup, so nothing exists on the host that neither state.json nor this record names: the
+/// container's processes are found through the cgroup (a process outside it still has
+/// `PR_SET_PDEATHSIG` and dies with `create`), its mounts live in its own mount namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupRecord {
+    /// The cgroup locator as planned before creation ([`crate::cgroups::Planned::state_path`]).
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    #[serde(default)]
+    pub systemd_cgroup: bool,
 }
 
 /// Lifecycle status as the runtime-spec and runc name it.
@@ -207,6 +223,35 @@ impl StateDir {
         load_state(&self.dir, &self.id)
     }
 
+    /// Write the [`CleanupRecord`]. A plain write, not temp file + rename: it is written before
+    /// the things it names exist, so a torn record (a `create` killed mid-write) names nothing.
+    pub fn save_cleanup(&self, rec: &CleanupRecord) -> Result<(), StateError> {
+        let path = self.dir.join(CLEANUP_FILE);
+        let data = serde_json::to_vec(rec).map_err(|e| StateError::Corrupt {
+            id: self.id.clone(),
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
+        std::fs::write(&path, data).map_err(io(&path))
+    }
+
+    /// The [`CleanupRecord`], `None` if `create` never wrote one (it made nothing yet).
+    pub fn load_cleanup(&self) -> Result<Option<CleanupRecord>, StateError> {
+        let path = self.dir.join(CLEANUP_FILE);
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        serde_json::from_slice(&data)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                id: self.id.clone(),
+                path,
+                msg: e.to_string(),
+            })
+    }
+
     /// Remove the directory and everything in it (the lock goes with it).
     pub fn remove(self) -> Result<(), StateError> {
         match std::fs::remove_dir_all(&self.dir) {
@@ -245,9 +290,15 @@ pub fn load_state(dir: &Path, id: &str) -> Result<ContainerState, StateError> {
         }
         Err(e) => return Err(io(&path)(e)),
     };
-    serde_json::from_slice(&data).map_err(|e| StateError::Corrupt {
+    parse_state(id, &path, &data)
+}
+
+/// Parse the bytes of a state.json (`path` only names the file in the error). This is the entry
+/// point of the `state_json` fuzz target: any input gives a state or a `Corrupt` error.
+pub fn parse_state(id: &str, path: &Path, data: &[u8]) -> Result<ContainerState, StateError> {
+    serde_json::from_slice(data).map_err(|e| StateError::Corrupt {
         id: id.to_string(),
-        path,
+        path: path.to_path_buf(),
         msg: e.to_string(),
     })
 }
@@ -358,6 +409,41 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a b", "ü"] {
             assert!(validate_id(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    #[allow(clippy::panic)]
+    fn damaged_state_is_a_one_line_corrupt_error() {
+        let p = Path::new("/run/rcrun/x/state.json");
+        for bad in [&b""[..], b"{", b"garbage\xff", br#"{"id": 7}"#, b"\n\n{\n"] {
+            match parse_state("x", p, bad) {
+                Err(e @ StateError::Corrupt { .. }) => {
+                    assert!(!e.to_string().contains('\n'), "{e}")
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn cleanup_record_round_trip() {
+        let root = std::env::temp_dir().join(format!("rcrun-state-test-{}", std::process::id()));
+        let dir = StateDir::create(&root, "c1").unwrap();
+        assert_eq!(dir.load_cleanup().unwrap(), None);
+        let rec = CleanupRecord {
+            cgroup: Some("{\"version\":1}".into()),
+            systemd_cgroup: true,
+        };
+        dir.save_cleanup(&rec).unwrap();
+        assert_eq!(dir.load_cleanup().unwrap(), Some(rec));
+        std::fs::write(dir.dir.join(CLEANUP_FILE), "{\"cgro").unwrap();
+        assert!(matches!(
+            dir.load_cleanup(),
+            Err(StateError::Corrupt { .. })
+        ));
+        dir.remove().unwrap();
+        let _ = std::fs::remove_dir(&root);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The channel between the runtime (parent) and the container's first process (child): a
 //! SOCK_SEQPACKET socketpair, one message per packet, so no framing and no partial reads.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
 
@@ -30,6 +30,9 @@ pub enum Msg {
     Pid(i32),
     /// child → parent: set-up failed.
     Error(String),
+    /// child → parent: the seccomp user-notification listener, sent as SCM_RIGHTS with it
+    /// ([`Channel::send_fd`]) for the runtime to hand to `linux.seccomp.listenerPath`.
+    SeccompListener,
 }
 
 impl Msg {
@@ -49,6 +52,7 @@ impl Msg {
                 v.extend_from_slice(e.as_bytes());
                 v
             }
+            Msg::SeccompListener => vec![b'S'],
         }
     }
 
@@ -67,6 +71,7 @@ impl Msg {
                 Ok(Msg::Pid(i32::from_le_bytes(a)))
             }
             Some(b'E') => Ok(Msg::Error(String::from_utf8_lossy(&b[1..]).into_owned())),
+            Some(b'S') => Ok(Msg::SeccompListener),
             _ => Err(bad()),
         }
     }
@@ -112,6 +117,66 @@ impl Channel {
                 Err(nix::Error::ECONNRESET) => return Err(SyncError::Closed),
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Send `msg` with `fd` attached (SCM_RIGHTS); the receiver gets its own copy.
+    pub fn send_fd(&self, msg: &Msg, fd: BorrowedFd<'_>) -> Result<(), SyncError> {
+        let data = msg.encode();
+        let iov = [std::io::IoSlice::new(&data)];
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [socket::ControlMessage::ScmRights(&fds)];
+        loop {
+            match socket::sendmsg::<()>(
+                self.0.as_raw_fd(),
+                &iov,
+                &cmsg,
+                socket::MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(nix::Error::EINTR) => continue,
+                Err(nix::Error::EPIPE) | Err(nix::Error::ECONNRESET) => {
+                    return Err(SyncError::Closed)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Receive a message and the fd that came with it, if any (close-on-exec).
+    pub fn recv_fd(&self) -> Result<(Msg, Option<OwnedFd>), SyncError> {
+        let mut buf = [0u8; 4096];
+        let mut cmsg_space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        loop {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let r = socket::recvmsg::<()>(
+                self.0.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg_space),
+                socket::MsgFlags::MSG_CMSG_CLOEXEC,
+            );
+            let msg = match r {
+                Ok(m) => m,
+                Err(nix::Error::EINTR) => continue,
+                Err(nix::Error::ECONNRESET) => return Err(SyncError::Closed),
+                Err(e) => return Err(e.into()),
+            };
+            let mut fd = None;
+            for c in msg.cmsgs()? {
+                if let socket::ControlMessageOwned::ScmRights(fds) = c {
+                    for raw in fds {
+                        // SAFETY: the kernel installed this descriptor for us just now.
+                        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                        fd.get_or_insert(owned);
+                    }
+                }
+            }
+            let n = msg.bytes;
+            if n == 0 {
+                return Err(SyncError::Closed);
+            }
+            return Ok((Msg::decode(&buf[..n])?, fd));
         }
     }
 

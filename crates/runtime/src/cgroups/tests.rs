@@ -914,3 +914,56 @@ fn bench_create_apply_remove() {
     );
     child.kill();
 }
+
+/// `create` records the planned locator before making anything: opening it and removing must
+/// undo a creation interrupted at any point (here: after one hierarchy's parent and cgroup,
+/// with a process inside), parents included, and nothing else.
+#[test]
+fn planned_locator_undoes_an_interrupted_create() {
+    if !is_root() {
+        return;
+    }
+    let parent = unique("planned");
+    let spec = PathBuf::from(format!("/{parent}/c"));
+    let o = opts("c", Some(&spec));
+    let planned = Cgroup::plan(&o).unwrap();
+    let locator = planned.state_path();
+    let state: State = serde_json::from_str(&locator).unwrap();
+    assert!(!state.hierarchies.is_empty());
+    // Every missing parent is named, parents before children, and only those.
+    for h in &state.hierarchies {
+        let p = h.dir.parent().unwrap();
+        assert!(
+            state.created.iter().any(|c| c == p),
+            "{p:?} not in {locator}"
+        );
+    }
+
+    // Interrupted: the first hierarchy's directories exist, with a process inside.
+    let first = &state.hierarchies[0];
+    fs::create_dir_all(&first.dir).unwrap();
+    let mut child = Sleeper::spawn();
+    fs::write(first.dir.join(CGROUP_PROCS), child.pid().to_string()).unwrap();
+    let cg = Cgroup::open(&locator, false).unwrap();
+    cg.remove().unwrap();
+    for h in &state.hierarchies {
+        assert!(!h.dir.exists(), "{} still exists", h.dir.display());
+        assert!(
+            !h.dir.parent().unwrap().exists(),
+            "parent of {}",
+            h.dir.display()
+        );
+    }
+    assert!(
+        matches!(proc_state(child.pid()), 'Z' | 'X' | '?'),
+        "the process inside was not killed"
+    );
+    child.kill();
+
+    // Not interrupted: the planned cgroup is the one `create` makes.
+    let cg = Guard(Cgroup::create_planned(Cgroup::plan(&o).unwrap(), None).unwrap());
+    assert_eq!(cg.path(), spec.as_path());
+    for d in all_dirs(&cg) {
+        assert!(d.is_dir(), "{}", d.display());
+    }
+}

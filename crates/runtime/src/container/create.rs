@@ -6,7 +6,7 @@
 //! runtime-namespace hooks when it asks, and save state.json once it reports ready. Any failure
 //! undoes all of that.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::fcntl::OFlag;
@@ -14,16 +14,16 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-use oci_spec::runtime::LinuxNamespaceType;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::{spawn, sys, Error};
 use crate::cgroups::{Cgroup, CgroupOptions};
 use crate::init::{self, InitConfig};
 use crate::namespaces::{self, Plan};
 use crate::spec::{self, LoadedSpec};
-use crate::state::{ContainerState, StateDir, Status};
+use crate::state::{CleanupRecord, ContainerState, StateDir, Status};
 use crate::sync::{self, Msg};
-use crate::{console, fds, hooks, lsm};
+use crate::{console, fds, hooks, lsm, seccomp_listener};
 
 pub struct CreateOptions<'a> {
     pub root: &'a Path,
@@ -152,7 +152,21 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
             systemd: opts.systemd_cgroup,
             rootless: opts.rootless,
         };
-        match Cgroup::create(&cg_opts, resources) {
+        // Record the cgroup before it exists: a create killed from here on leaves nothing that
+        // `delete --force` cannot find, even without state.json.
+        let made = match Cgroup::plan(&cg_opts) {
+            Ok(planned) => {
+                if let Some(d) = undo.dir.as_ref() {
+                    d.save_cleanup(&CleanupRecord {
+                        cgroup: Some(planned.state_path()),
+                        systemd_cgroup: opts.systemd_cgroup,
+                    })?;
+                }
+                Cgroup::create_planned(planned, resources)
+            }
+            Err(e) => Err(e),
+        };
+        match made {
             Ok(cg) => Some(cg),
             Err(e) if opts.rootless => {
                 tracing::warn!("rootless: running without a cgroup: {e}");
@@ -277,12 +291,23 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         },
         None => None,
     };
-    if let Err(e) = parent_chan.expect(Msg::Ready) {
+    // Ready, after the seccomp user-notification listener when the filter has one.
+    loop {
+        let failure = match parent_chan.recv_fd() {
+            Ok((Msg::Ready, _)) => break,
+            Ok((Msg::SeccompListener, Some(fd))) => {
+                hand_over_listener(&spec, &state, Status::Creating, &fd)?;
+                continue;
+            }
+            Ok((Msg::Error(text), _)) => text,
+            Ok((other, _)) => format!("unexpected message {other:?} from the container process"),
+            Err(e) => e.to_string(),
+        };
         return Err(explain_death(
             pid,
             undo.cgroup.as_ref(),
             &spec,
-            e.0,
+            failure,
             &mut undo.pids,
         ));
     }
@@ -307,6 +332,33 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         cgroup,
         console: console_master,
     })
+}
+
+/// Give the listener fd of a seccomp filter to the agent at `listenerPath`, with the container's
+/// state as runc sends it (`creating` for the first process, whose container is not created
+/// until Ready; the current status for an exec'd one).
+pub(crate) fn hand_over_listener(
+    spec: &Spec,
+    state: &ContainerState,
+    status: Status,
+    fd: &OwnedFd,
+) -> Result<(), Error> {
+    let Some(sc) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(());
+    };
+    let Some(path) = sc.listener_path() else {
+        return Ok(());
+    };
+    let oci_state: serde_json::Value =
+        serde_json::from_str(&state.hook_state(status)).unwrap_or_default();
+    seccomp_listener::hand_over(
+        path,
+        sc.listener_metadata().as_deref(),
+        state.pid,
+        &oci_state,
+        fd.as_fd(),
+    )?;
+    Ok(())
 }
 
 /// The container process died during set-up: if the kernel's OOM killer did it (a memory limit

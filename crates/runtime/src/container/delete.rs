@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{kill::signal_all, Error};
 use crate::cgroups::Cgroup;
 use crate::hooks;
-use crate::state::{ContainerState, StateDir, StateError, Status};
+use crate::state::{CleanupRecord, ContainerState, StateDir, StateError, Status};
 
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
     let _span = tracing::info_span!("delete", id, force).entered();
@@ -22,10 +22,8 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
             if !force {
                 return Err(e.into());
             }
-            // Nothing trustworthy to act on beyond the directory itself.
-            tracing::warn!("{e}; removing the state directory");
-            dir.remove()?;
-            return Ok(());
+            tracing::warn!("{e}; removing what the cleanup record names");
+            return recover(dir);
         }
         Err(e) => return Err(e.into()),
     };
@@ -56,6 +54,33 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
         }
     }
     destroy(dir, &state)
+}
+
+/// `delete --force` without a usable state.json (a `create` killed before it saved one, or a
+/// damaged file): kill every process in the cgroup the cleanup record names (the container's
+/// init included: it is in there, or still has PR_SET_PDEATHSIG and died with its `create`),
+/// remove that cgroup, then the directory. No record: `create` made nothing else yet.
+fn recover(dir: StateDir) -> Result<(), Error> {
+    match dir.load_cleanup() {
+        Ok(Some(CleanupRecord {
+            cgroup: Some(locator),
+            systemd_cgroup,
+        })) => {
+            let cg = Cgroup::open(&locator, systemd_cgroup)?;
+            // Quietly: the cgroup may be half made or not made at all. Frozen tasks cannot die,
+            // so thaw first; `remove` kills again whatever appears meanwhile.
+            let _ = cg.thaw();
+            for pid in cg.pids().unwrap_or_default() {
+                // SAFETY: kill(2) of a process in the container's own cgroup.
+                unsafe { libc::kill(pid.as_raw(), libc::SIGKILL) };
+            }
+            cg.remove()?;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}; only the state directory can be removed"),
+    }
+    dir.remove()?;
+    Ok(())
 }
 
 fn stop(state: &ContainerState) {

@@ -7,7 +7,7 @@
 //! or `--process FILE` gives the whole process), and execs. The runtime learns that execve
 //! succeeded when the close-on-exec sync socket reaches EOF; a failure arrives as text.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
@@ -160,16 +160,23 @@ pub fn exec(o: &ExecOptions) -> Result<i32, Error> {
         },
         None => None,
     };
-    // EOF: the sync socket closed on a successful execve.
-    match parent_chan.recv() {
-        Err(SyncError::Closed) => {}
-        Ok(Msg::Error(e)) => return Err(fail(Error::Child(e))),
-        Ok(other) => {
-            return Err(fail(Error::Child(format!(
-                "exec: unexpected message {other:?}"
-            ))))
+    // EOF: the sync socket closed on a successful execve (after the seccomp listener, if any,
+    // which goes to the agent as for the first process).
+    loop {
+        match parent_chan.recv_fd() {
+            Err(SyncError::Closed) => break,
+            Ok((Msg::SeccompListener, Some(fd))) => {
+                super::create::hand_over_listener(&spec, &st, st.status(&dir), &fd)
+                    .map_err(&fail)?;
+            }
+            Ok((Msg::Error(e), _)) => return Err(fail(Error::Child(e))),
+            Ok((other, _)) => {
+                return Err(fail(Error::Child(format!(
+                    "exec: unexpected message {other:?}"
+                ))))
+            }
+            Err(e) => return Err(fail(e.into())),
         }
-        Err(e) => return Err(fail(e.into())),
     }
     if let Some(p) = o.pid_file {
         super::create::write_pid_file(p, pid.as_raw()).map_err(fail)?;
@@ -312,7 +319,14 @@ struct ChildConfig<'a> {
 /// the process and exec. Errors go to the runtime as text.
 fn exec_child(c: &ChildConfig, chan: &Channel) -> std::convert::Infallible {
     let err = match exec_setup(c, chan) {
-        Ok(ready) => {
+        Ok(mut ready) => {
+            if let Some(listener) = ready.listener.take() {
+                if let Err(e) = chan.send_fd(&Msg::SeccompListener, listener.as_fd()) {
+                    let _ = chan.send(&Msg::Error(format!("send the seccomp listener: {e}")));
+                    // SAFETY: leave without running the runtime's destructors.
+                    unsafe { libc::_exit(1) }
+                }
+            }
             // The runtime may exit (detached) once we exec; the process must not die with it.
             // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };

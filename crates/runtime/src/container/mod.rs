@@ -39,6 +39,8 @@ pub enum Error {
     Sync(#[from] crate::sync::SyncError),
     #[error(transparent)]
     Signal(#[from] crate::signal::SignalError),
+    #[error(transparent)]
+    SeccompListener(#[from] crate::seccomp_listener::ListenerError),
     /// The container's first process reported a set-up failure (its own words).
     #[error("{0}")]
     Child(String),

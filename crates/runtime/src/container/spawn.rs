@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 
 use nix::sched::CloneFlags;
-use nix::sys::wait::waitpid;
+use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxNamespaceType;
 
@@ -64,8 +64,34 @@ pub fn spawn(
         }
         Some(mid) => {
             drop(child_chan);
+            // The intermediate exits right after it reports, so its message is queued by the
+            // time it is reaped. Reap first: if it died before reporting (SIGKILL), a blocking
+            // recv would wait forever, since the process it may have cloned holds the other end
+            // of the channel open while it waits for "go".
+            let status = loop {
+                match waitpid(mid, None) {
+                    Err(nix::Error::EINTR) => continue,
+                    other => break other,
+                }
+            };
+            let mut pfd = libc::pollfd {
+                fd: parent_chan.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, zero timeout.
+            let queued = unsafe { libc::poll(&mut pfd, 1, 0) } == 1;
+            if !queued {
+                return Err(Error::Child(format!(
+                    "the intermediate process died before reporting the new process: {}",
+                    match status {
+                        Ok(WaitStatus::Signaled(_, sig, _)) => format!("killed by {sig}"),
+                        Ok(WaitStatus::Exited(_, code)) => format!("exit status {code}"),
+                        other => format!("{other:?}"),
+                    }
+                )));
+            }
             let got = parent_chan.recv();
-            let _ = waitpid(mid, None);
             match got {
                 Ok(Msg::Pid(p)) => Ok((Pid::from_raw(p), false)),
                 Ok(Msg::Error(e)) => Err(Error::Child(e)),
