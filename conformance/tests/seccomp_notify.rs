@@ -205,3 +205,41 @@ fn unreachable_listener_fails_create_cleanly() {
         .assert_one_line_error(&["nobody-listens.sock"]);
     assert!(!rt.state_dir(&b.id).exists(), "state left behind");
 }
+
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19+) with a listener, and ignored without
+/// one (the kernel would refuse the filter).
+#[test]
+fn wait_killable_recv_flag() {
+    let rt = Runtime::rcrun();
+    if Runtime::skip_for_reference("runc 1.1 does not know SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV")
+    {
+        return;
+    }
+    let tmp = TempDir::new("notify-wk");
+    let sock = tmp.join("agent.sock");
+    let handovers = agent(&sock);
+    let mut b = Bundle::new();
+    let mut p = notify_profile(&sock);
+    p["flags"] = json!(["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]);
+    b.set("/linux/seccomp", p);
+    let out = rt.sh_ok(
+        &mut b,
+        "mkdir /tmp/wk; echo mkdir=$?; test -d /tmp/wk && echo exists || echo absent",
+    );
+    assert!(handovers.recv_timeout(Duration::from_secs(10)).is_ok());
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["mkdir=0", "absent"],
+        "{out}"
+    );
+    // without NOTIFY rules the flag means nothing and the container runs
+    let mut b = Bundle::new();
+    b.set(
+        "/linux/seccomp",
+        json!({"defaultAction": "SCMP_ACT_ALLOW",
+               "flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
+               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}),
+    );
+    let out = rt.sh_ok(&mut b, "mkdir /tmp/x 2>&1; true");
+    assert!(out.contains("Operation not permitted"), "{out}");
+}

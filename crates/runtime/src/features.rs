@@ -111,7 +111,8 @@ pub fn features() -> Value {
                 "archs": seccomp_archs(),
                 "knownFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
                     "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
-                "supportedFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"]
+                "supportedFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+                    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]
             },
             "apparmor": {"enabled": crate::lsm::apparmor_enabled()},
             "selinux": {"enabled": crate::lsm::selinux_enabled()},

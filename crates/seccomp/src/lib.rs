@@ -70,9 +70,12 @@ pub fn filter_flags(spec: &LinuxSeccomp, prog: &Program) -> libc::c_ulong {
             LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
                 libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW
             }
-            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
+            // Only meaningful with a listener, and the kernel refuses it (EINVAL) without one:
+            // a profile without NOTIFY rules asks for nothing by setting it.
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv if prog.uses_notify => {
                 libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
             }
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 0,
         };
     }
     if prog.uses_notify {
