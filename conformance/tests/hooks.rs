@@ -32,7 +32,8 @@ impl HookLog {
     }
     /// Script appending `NAME <stdin>` to `file`.
     fn script(name: &str, file: &str) -> String {
-        format!("printf '%s ' {name} >> {file}; cat >> {file}; echo >> {file}")
+        // one append per entry: the container's own line may be written at the same moment
+        format!("s=$(cat); printf '%s %s\\n' {name} \"$s\" >> {file}")
     }
     fn entries(&self) -> Vec<(String, Value)> {
         let text = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
