@@ -28,7 +28,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-BUILDER_VERSION = "7"  # bump to force a base initramfs rebuild
+BUILDER_VERSION = "8"  # bump to force a base initramfs rebuild
 
 PROFILES = ("cgroup2", "cgroup1", "numa", "net", "criu", "base")
 DEFAULT_PROFILE = "cgroup2"
@@ -47,6 +47,8 @@ HOST_PACKAGES = {
     "runc": "runc",
     "objcopy": "binutils",
     "xtables-nft-multi": "iptables",  # CRIU's network locking runs iptables-restore
+    "keyctl": "keyutils",  # breakout.rs: the session keyring of a container
+    "strace": "strace",  # hostile.rs: SIGKILL injected at every step
 }
 BUSYBOX_PKG = "busybox-static"
 
@@ -74,6 +76,10 @@ HOST_TOOLS = {
     "/usr/sbin/criu": ["/usr/sbin/criu", "/sbin/criu"],
     "/usr/sbin/runc": ["/usr/sbin/runc", "/usr/bin/runc"],
     "/usr/sbin/xtables-nft-multi": ["/usr/sbin/xtables-nft-multi"],
+    "/usr/bin/keyctl": ["/usr/bin/keyctl", "/bin/keyctl"],
+    "/usr/bin/strace": ["/usr/bin/strace"],
+    # a bash script (breakout.rs copies a dynamic runc's libraries into a rootfs with it)
+    "/usr/bin/ldd": ["/usr/bin/ldd"],
 }
 XTABLES_LINKS = ["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save",
                  "ip6tables-restore"]

@@ -48,17 +48,7 @@ impl Docker {
             dir,
         };
         d.launch(false);
-        let imgdir = d.dir.join("image");
-        std::fs::create_dir_all(&imgdir).unwrap_or_else(|e| panic!("{e}"));
-        let layer = image::rootfs_tar(&imgdir);
-        d.docker(&[
-            "import",
-            "-c",
-            "CMD [\"sh\"]",
-            &layer.display().to_string(),
-            IMAGE,
-        ])
-        .assert_ok();
+        image::import_busybox(&d.dir.join("image"), IMAGE, None, |a| d.docker(a));
         d
     }
 
@@ -161,17 +151,21 @@ impl Docker {
     }
 }
 
+/// `docker rm -f` of every container, while the daemon is up (stops them through the runtime).
+pub(crate) fn remove_all_containers(docker: impl Fn(&[&str]) -> Out) {
+    let ids = docker(&["ps", "-aq"]).stdout;
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut a = vec!["rm", "-f"];
+        a.extend(ids);
+        let _ = docker(&a);
+    }
+}
+
 impl Drop for Docker {
     fn drop(&mut self) {
-        // remove containers while the daemon is up (stops them through the runtime)
         if self.daemon.is_some() {
-            let ids = self.docker(&["ps", "-aq"]).stdout;
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let mut a = vec!["rm", "-f"];
-                a.extend(ids);
-                let _ = self.docker(&a);
-            }
+            remove_all_containers(|a| self.docker(a));
         }
         if let Some(mut d) = self.daemon.take() {
             d.stop();

@@ -116,17 +116,7 @@ impl RootlessDocker {
             "rootless dockerd does not answer; log:\n{}",
             d.log_tail()
         );
-        let imgdir = d.dir.join("image");
-        std::fs::create_dir_all(&imgdir).unwrap_or_else(|e| panic!("{e}"));
-        let layer = image::rootfs_tar(&imgdir);
-        d.docker(&[
-            "import",
-            "-c",
-            "CMD [\"sh\"]",
-            &layer.display().to_string(),
-            IMAGE,
-        ])
-        .assert_ok();
+        image::import_busybox(&d.dir.join("image"), IMAGE, None, |a| d.docker(a));
         d
     }
 
@@ -161,13 +151,7 @@ impl RootlessDocker {
 impl Drop for RootlessDocker {
     fn drop(&mut self) {
         if self.daemon.is_some() {
-            let ids = self.docker(&["ps", "-aq"]).stdout;
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let mut a = vec!["rm", "-f"];
-                a.extend(ids);
-                let _ = self.docker(&a);
-            }
+            super::docker::remove_all_containers(|a| self.docker(a));
         }
         if let Some(mut d) = self.daemon.take() {
             d.stop();

@@ -146,3 +146,33 @@ pub fn oci_archive_with(
     assert!(st.success(), "tar of the OCI layout failed");
     archive
 }
+
+/// Build the busybox layer in `dir` and `import` it as `name` with a client whose `import`
+/// takes `-c 'CMD ["sh"]' TAR NAME` (docker, podman); `owner` gets the files first (a rootless
+/// client reads them as that user).
+pub fn import_busybox(
+    dir: &Path,
+    name: &str,
+    owner: Option<(u32, u32)>,
+    client: impl Fn(&[&str]) -> super::Out,
+) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+    let layer = rootfs_tar(dir);
+    if let Some((uid, gid)) = owner {
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(dir)
+            .status()
+            .unwrap_or_else(|e| panic!("spawn chown: {e}"));
+        assert!(st.success(), "chown -R {} failed", dir.display());
+    }
+    client(&[
+        "import",
+        "-c",
+        "CMD [\"sh\"]",
+        &layer.display().to_string(),
+        name,
+    ])
+    .assert_ok();
+}

@@ -177,20 +177,8 @@ impl Podman {
             runroot,
             dir,
         };
-        let imgdir = p.dir.join("image");
-        std::fs::create_dir_all(&imgdir).unwrap_or_else(|e| panic!("{e}"));
-        let layer = image::rootfs_tar(&imgdir);
-        if let Some(u) = &p.user {
-            chown_tree(&imgdir, u.uid, u.gid);
-        }
-        p.podman(&[
-            "import",
-            "-c",
-            "CMD [\"sh\"]",
-            &layer.display().to_string(),
-            IMAGE,
-        ])
-        .assert_ok();
+        let owner = p.user.as_ref().map(|u| (u.uid, u.gid));
+        image::import_busybox(&p.dir.join("image"), IMAGE, owner, |a| p.podman(a));
         p
     }
 
