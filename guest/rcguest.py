@@ -1028,6 +1028,10 @@ def main_suite(argv):
     ap.add_argument("--with-clients", action="store_true", help="also run the clients_* test "
                     "executables (containerd/docker/podman: they need those packages, which the "
                     "guest image does not carry; the host run covers them)")
+    ap.add_argument("--with-hostile", action="store_true", help="also run the hostile test "
+                    "executable (parallel creates, kill injection, runs under load: the "
+                    "runtime's robustness, not a kernel feature; slow under TCG, and the host "
+                    "run covers it)")
     ap.add_argument("--jobs", "-j", default=str(CPUS))
     ap.add_argument("test_args", nargs=argparse.REMAINDER,
                     help="after --: arguments for the test executables (filters, --test-threads)")
@@ -1052,6 +1056,8 @@ def main_suite(argv):
     exes = cargo_executables(tests, ws)
     if not a.with_clients:
         exes = [e for e in exes if not os.path.basename(e).startswith("clients_")]
+    if not a.with_hostile:
+        exes = [e for e in exes if not os.path.basename(e).startswith("hostile-")]
     if not exes:
         die(f"no test executables from {' '.join(packages)}", 1)
     log(f"built in {time.time() - t0:.1f}s: rcrun={rcrun}, tests: " + " ".join(
