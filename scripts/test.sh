@@ -15,8 +15,8 @@ echo "== unit and conformance tests (this host: cgroup v1/v2 hybrid)"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-4}"
 echo "== portability: type-check for aarch64, loongarch64 and mips64 (docs/portability.md)"
 bash scripts/cross-check.sh
-echo "== fuzz: each target for ${FUZZ_SECONDS:-20}s (fuzz/README.md)"
-FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash scripts/fuzz.sh
+echo "== fuzz: each target for ${FUZZ_SECONDS:-10}s (fuzz/README.md)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz.sh
 # The same suites on a real 6.1 kernel with pure cgroup v2 (qemu; see docs/testing.md).
 if [ "${SKIP_GUEST:-0}" != 1 ]; then
   echo "== unit and conformance tests in a pure cgroup v2 guest"
