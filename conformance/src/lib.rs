@@ -14,6 +14,7 @@ pub mod cleanup;
 pub mod clients;
 pub mod console;
 pub mod env;
+pub mod images;
 pub mod runtime;
 pub mod util;
 

@@ -127,6 +127,10 @@ pub enum Command {
         #[arg(long)]
         rootless: bool,
     },
+    /// Import, list and remove images in the overlay2 layer store.
+    Image(ImageArgs),
+    /// Make a bundle from a stored image: config.json and an overlay rootfs.
+    Bundle(BundleArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -253,4 +257,102 @@ pub struct UpdateArgs {
     #[arg(long = "mem-bw-schema")]
     pub mem_bw_schema: Option<String>,
     pub id: String,
+}
+
+/// `--store` for the `image` and `bundle` commands (after either word, or after its
+/// subcommand).
+#[derive(Debug, Args)]
+pub struct StoreArg {
+    /// The layer store directory (default: $RCRUN_STORE, else /var/lib/rcrun/overlay2).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an OCI image layout directory, an oci-archive or a docker-archive (`docker
+    /// save`), plain, gzip or zstd; prints the image id.
+    Import {
+        /// The name to record (default: the names in the source).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(value_name = "FILE|DIR")]
+        source: PathBuf,
+    },
+    /// List the stored images.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Remove images (a name of an image with several names only untags it).
+    #[command(alias = "rmi")]
+    Rm {
+        /// Remove even while bundles use the image (their layers stay until they go).
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "REF")]
+        refs: Vec<String>,
+    },
+    /// Remove unused layers and what interrupted imports left; prints the space reclaimed.
+    Prune,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(subcommand)]
+    pub command: BundleCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Write DIR/config.json for an image and mount its overlay rootfs at DIR/rootfs.
+    Create(BundleCreateArgs),
+    /// Unmount and delete a bundle's rootfs (and its writable layer) and its config.json.
+    Rm {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Mount again the rootfs of a bundle whose container was deleted with its writable layer
+    /// kept (`bundle create --keep-upper`).
+    Mount {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BundleCreateArgs {
+    /// The image: a name (busybox = busybox:latest) or an id (prefix).
+    #[arg(long)]
+    pub image: String,
+    /// Id of the rootfs in the store, also the hostname (default: a random id).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Override the image's Entrypoint (as docker run --entrypoint; drops its Cmd too).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Write the rootless variant of the default spec (user namespace, no cgroup devices).
+    #[arg(long)]
+    pub rootless: bool,
+    /// When the container is deleted, unmount its rootfs but keep its writable layer (see
+    /// `bundle mount`, `bundle rm`).
+    #[arg(long = "keep-upper")]
+    pub keep_upper: bool,
+    /// The bundle directory: created, or an existing empty directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The command and its arguments, instead of the image's Cmd.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
 }

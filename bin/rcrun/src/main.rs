@@ -148,16 +148,28 @@ fn dispatch(cli: &Cli) -> Result<i32> {
     };
     match cmd {
         Command::Create(a) => {
+            commands::storage_link::check_bundle(&a.bundle)?;
             container::create::create(&create_options(cli, a)?)?;
         }
         Command::Start { id } => container::start::start(&cli.root, id)?,
         Command::Run(a) => {
+            commands::storage_link::check_bundle(&a.create.bundle)?;
+            // A foreground run without --keep deletes the container: like `delete`, that
+            // releases a `bundle create` rootfs.
+            let link = (!a.detach && !a.keep)
+                .then(|| commands::storage_link::Link::from_bundle(&a.create.bundle))
+                .transpose()?
+                .flatten();
             let opts = RunOptions {
                 create: create_options(cli, &a.create)?,
                 detach: a.detach,
                 keep: a.keep,
             };
-            return Ok(container::run::run(opts)?);
+            let code = container::run::run(opts)?;
+            if let Some((link, _)) = link {
+                commands::storage_link::release_after_delete(&cli.root, &a.create.id, &link)?;
+            }
+            return Ok(code);
         }
         Command::State { id } => {
             let v = container::query::state(&cli.root, id)?;
@@ -169,7 +181,12 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::Delete { force, ids } => {
             for id in ids {
+                // Read before the state goes: a `bundle create` rootfs is released after.
+                let link = commands::storage_link::of_container(&cli.root, id);
                 container::delete::delete(&cli.root, id, *force)?;
+                if let Some(link) = link {
+                    commands::storage_link::release_after_delete(&cli.root, id, &link)?;
+                }
             }
         }
         Command::List { format, quiet } => list(cli, *format, *quiet)?,
@@ -189,6 +206,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         } => commands::events::run(cli, *stats, interval, id)?,
         Command::Features => commands::features::run()?,
         Command::Spec { bundle, rootless } => spec(bundle.as_deref(), *rootless)?,
+        Command::Image(a) => commands::image::run(a)?,
+        Command::Bundle(a) => commands::bundle::run(cli, a)?,
     }
     Ok(0)
 }
