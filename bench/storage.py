@@ -17,11 +17,15 @@
    /etc/passwd lookup, config.json) timed end to end, and `mount::mount` alone for the new
    mount API and for mount(2) (crates/storage-overlay2/examples/mount_bench.rs).
 
-Why outputs are never deleted during the disk runs: this VM's root ext4 has no journal, and
-ext4 then makes every inode allocation skip inodes freed in the last 60-360 s one at a time
-(`recently_deleted()` in fs/ext4/ialloc.c): an unpack right after an `rm -rf` of the previous
-run's 40 000 files takes 5-10 times longer, whichever tool does it. Outputs go to fresh
-directories and are removed at the end.
+"disk" is, by default, a fresh ext4 (with its journal, mkfs defaults) on a loop device with
+direct I/O over a sparse file in --disk-dir: every invocation starts from the same empty
+filesystem, writes and syncs reach the real disk, and the outputs go with the file. This VM's
+root ext4 is a poor target: it has no journal, so ext4 makes every inode allocation skip inodes
+freed in the last 60-360 s one at a time (`recently_deleted()` in fs/ext4/ialloc.c; an unpack
+right after an `rm -rf` of the previous run's files took 5-10 times longer, whichever tool), and
+it is mounted with `discard`, so deleting 100 000s of files takes half an hour.
+`--disk-mode dir` measures in --disk-dir itself (outputs kept until the end, and a run waits
+until an earlier run's deletions are 360 s old).
 
 Python 3.11 standard library only. Must run as root. See bench/README.md.
 """
@@ -200,10 +204,29 @@ def timed(argv: list[str], **kw) -> float:
     return dt_
 
 
+def make_loop_fs(args, cleanup: "Cleanup") -> Path:
+    """A fresh ext4 on a loop device (direct I/O) over a sparse file in --disk-dir."""
+    d = Path(tempfile.mkdtemp(prefix="rcrun-bench-disk-", dir=args.disk_dir))
+    cleanup.dirs.append(d)
+    img = d / "ext4.img"
+    with open(img, "wb") as f:
+        f.truncate(args.disk_size_gb << 30)
+    # -i 4096: one inode per 4 KiB, the outputs of every run (40 000 files each) must fit.
+    run(["mkfs.ext4", "-q", "-F", "-i", "4096", "-E", "nodiscard", str(img)])
+    dev = subprocess.run(["losetup", "--direct-io=on", "--find", "--show", str(img)], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    cleanup.loops.append(dev)
+    mnt = d / "mnt"
+    mnt.mkdir()
+    run(["mount", dev, str(mnt)])
+    cleanup.mounts.append(mnt)
+    return mnt
+
+
 def settle(args) -> None:
     """Wait until the deletions of an earlier run on the disk are SETTLE_SECONDS old."""
     mark = Path(args.disk_dir) / ".rcrun-bench-storage-deleted"
-    if args.no_settle or not mark.exists():
+    if args.no_settle or args.disk_mode != "dir" or not mark.exists():
         return
     wait = SETTLE_SECONDS - (time.time() - mark.stat().st_mtime)
     if wait > 0:
@@ -218,7 +241,7 @@ def mark_deleted(args) -> None:
 
 def import_runs(args, img: dict, fs_name: str, base: Path) -> dict:
     """N runs of each tool on one filesystem, order rotating; outputs kept until the end."""
-    res = {t: {"seconds": [], "sync_seconds": []} for t in TOOLS}
+    res = {t: {"seconds": [], "sync_seconds": [], "failures": []} for t in TOOLS}
     order = list(TOOLS)
     for i in range(args.runs):
         for tool in order:
@@ -232,14 +255,21 @@ def import_runs(args, img: dict, fs_name: str, base: Path) -> dict:
                 argv = ["tar", "-xzf", str(img["gz"]), "-C", str(out)]
             # Start from a quiet disk: no dirty pages of the previous run.
             os.sync()
-            secs = timed(argv)
-            sync = 0.0 if tool == "rcrun" else timed(["sync", "-f", str(out)])
+            try:
+                secs = timed(argv)
+                sync = 0.0 if tool == "rcrun" else timed(["sync", "-f", str(out)])
+            except RuntimeError as e:
+                log(f"  {fs_name} run {i + 1}/{args.runs} {tool:5}: FAILED: {e}")
+                res[tool]["failures"].append(str(e))
+                continue
             res[tool]["seconds"].append(secs)
             res[tool]["sync_seconds"].append(sync)
             log(f"  {fs_name} run {i + 1}/{args.runs} {tool:5}: {secs:6.2f} s"
                 + (f" (+ sync {sync:.2f} s)" if tool != "rcrun" else ""))
         order = order[1:] + order[:1]
     for tool, r in res.items():
+        if not r["seconds"]:
+            raise RuntimeError(f"{fs_name}: every {tool} run failed: {r['failures'][:1]}")
         med = statistics.median(r["seconds"])
         med_sync = statistics.median(a + b for a, b in zip(r["seconds"], r["sync_seconds"]))
         r.update({
@@ -347,11 +377,14 @@ def report_mount(results: dict, markdown: bool) -> None:
 class Cleanup:
     def __init__(self) -> None:
         self.mounts: list[Path] = []
+        self.loops: list[str] = []
         self.dirs: list[Path] = []
 
     def __call__(self) -> None:
         for m in reversed(self.mounts):
-            subprocess.run(["umount", "-l", str(m)], stderr=subprocess.DEVNULL)
+            subprocess.run(["umount", str(m)], stderr=subprocess.DEVNULL)
+        for dev in self.loops:
+            subprocess.run(["losetup", "-d", dev], stderr=subprocess.DEVNULL)
         for d in self.dirs:
             # bundle rm failed somewhere: never delete through a live mount
             live = [l.split()[4] for l in Path("/proc/self/mountinfo").read_text().splitlines()
@@ -374,6 +407,10 @@ def main() -> int:
     ap.add_argument("--big-files", type=int, default=20)
     ap.add_argument("--fs", default="tmpfs,disk", help="tmpfs, disk or both")
     ap.add_argument("--disk-dir", default="/var/tmp")
+    ap.add_argument("--disk-mode", choices=("loop", "dir"), default="loop",
+                    help="loop: a fresh ext4 on a loop device in --disk-dir (default); "
+                         "dir: --disk-dir itself")
+    ap.add_argument("--disk-size-gb", type=int, default=12)
     ap.add_argument("--no-settle", action="store_true",
                     help="do not wait for an earlier run's deletions on the disk to age")
     ap.add_argument("--skip-import", action="store_true")
@@ -412,9 +449,12 @@ def main() -> int:
         cleanup.mounts.append(tmpfs)
         src = tmpfs / "src"
         src.mkdir()
+        disk_root = make_loop_fs(args, cleanup) if args.disk_mode == "loop" else Path(args.disk_dir)
+        results["config"]["disk"] = (f"ext4 on a loop device (direct I/O) in {args.disk_dir}"
+                                     if args.disk_mode == "loop" else str(disk_root))
         if not args.skip_mount:
             settle(args)
-            disk = Path(tempfile.mkdtemp(prefix="rcrun-bench-mount-", dir=args.disk_dir))
+            disk = Path(tempfile.mkdtemp(prefix="rcrun-bench-mount-", dir=disk_root))
             cleanup.dirs.append(disk)
             log(f"mount time by layer count (store on disk: {disk})")
             results["mount"] = mount_runs(args, disk / "store", disk)
@@ -429,24 +469,27 @@ def main() -> int:
                     base = tmpfs / "out"
                 else:
                     settle(args)
-                    base = Path(tempfile.mkdtemp(prefix="rcrun-bench-storage-", dir=args.disk_dir))
+                    base = Path(tempfile.mkdtemp(prefix="rcrun-bench-storage-", dir=disk_root))
                     cleanup.dirs.append(base)
                 base.mkdir(exist_ok=True)
                 log(f"import on {fs_name} ({base})")
                 results["import"][fs_name] = import_runs(args, img, fs_name, base)
-                log("  removing the outputs ...")
-                shutil.rmtree(base, ignore_errors=True)
-                if fs_name != "tmpfs":
-                    mark_deleted(args)
+                if fs_name == "tmpfs":
+                    shutil.rmtree(base, ignore_errors=True)
         results["host"]["loadavg_end"] = os.getloadavg()
+        report(results, args.markdown)
+        RESULTS_DIR.mkdir(exist_ok=True)
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        path = Path(args.json) if args.json else RESULTS_DIR / f"storage-{stamp}.json"
+        path.write_text(json.dumps(results, indent=1, default=str))
+        log(f"JSON: {path}")
     finally:
+        # Last: on a disk mounted with `discard` (this VM's root) every freed extent is
+        # discarded synchronously, and removing the disk runs' ~100 000s of files takes minutes.
+        log("removing the outputs ...")
         cleanup()
-    report(results, args.markdown)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = Path(args.json) if args.json else RESULTS_DIR / f"storage-{stamp}.json"
-    path.write_text(json.dumps(results, indent=1, default=str))
-    log(f"JSON: {path}")
+        if args.disk_mode == "dir" and not args.skip_import and "disk" in args.fs.split(","):
+            mark_deleted(args)
     return 0
 
 
