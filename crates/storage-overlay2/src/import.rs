@@ -1220,6 +1220,114 @@ impl<R: Read> Read for HashingReader<'_, R> {
     }
 }
 
+/// Bytes handed from the decoding thread to the unpacking thread per message, and how many
+/// messages may wait: ~2 MiB in flight, enough to ride out a burst of small-file syscalls.
+const PIPE_CHUNK: usize = 256 << 10;
+const PIPE_DEPTH: usize = 8;
+
+/// Reads, decompresses and hashes `tar` on this thread while another unpacks it into `diff`.
+/// Inflate and SHA-256 cost about as much CPU as the file system calls of a layer of small
+/// files; `tar -xzf` gets the same overlap by running gzip as a second process. Returns the
+/// apply result and whether this side read the whole stream.
+fn pipelined_apply<R: Read>(
+    tar: &mut R,
+    diff: &Path,
+    apply_opts: &ApplyOptions,
+) -> (Result<ApplyStats, ApplyError>, io::Result<()>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_DEPTH);
+    let (spent_tx, spent_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH + 2);
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(move || {
+            let mut chunks = ChunkReader {
+                rx,
+                spent: spent_tx,
+                cur: Vec::new(),
+                pos: 0,
+            };
+            // Returning drops the receiver: the decoding side then only drains and hashes.
+            apply_layer(&mut chunks, diff, apply_opts)
+        });
+        let mut unpacker_gone = false;
+        let mut drained = Ok(());
+        loop {
+            let mut buf = spent_rx
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(PIPE_CHUNK));
+            buf.resize(PIPE_CHUNK, 0);
+            match fill(tar, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if !unpacker_gone && tx.send(Ok(buf)).is_err() {
+                        unpacker_gone = true;
+                    }
+                }
+                Err(e) => {
+                    if !unpacker_gone {
+                        let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    }
+                    drained = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let applied = worker.join().unwrap_or_else(|_| {
+            Err(ApplyError::Read {
+                offset: 0,
+                source: io::Error::other("the unpacking thread panicked"),
+            })
+        });
+        (applied, drained)
+    })
+}
+
+/// Reads until `buf` is full or the stream ends; decoders return short reads.
+fn fill<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The unpacking thread's end of the pipe: a `Read` over chunks sent by the decoding thread.
+/// Used buffers go back for reuse; a decoding error arrives in-band and ends the stream.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    spent: std::sync::mpsc::SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(rest) = self.cur.get(self.pos..).filter(|r| !r.is_empty()) {
+                let n = rest.len().min(buf.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            let spent = std::mem::take(&mut self.cur);
+            if spent.capacity() > 0 {
+                let _ = self.spent.try_send(spent);
+            }
+            self.pos = 0;
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => self.cur = chunk,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+    }
+}
+
 fn read_head<R: Read>(r: &mut R) -> io::Result<Vec<u8>> {
     let mut buf = [0u8; 6];
     let mut n = 0;
@@ -1311,16 +1419,13 @@ fn unpack_layer(
         }
     };
     let mut tar = HashingReader::new(decoded, None);
-    let applied = apply_layer(
-        &mut tar,
-        diff,
-        &ApplyOptions {
-            preserve_owner: opts.preserve_owner,
-        },
-    );
-    // apply may stop at the end-of-archive blocks: the digests cover the whole stream, so read
-    // the rest. After a failed apply this is only to tell a bad blob from a bad tar.
-    let drained = io::copy(&mut tar, &mut io::sink());
+    let apply_opts = ApplyOptions {
+        preserve_owner: opts.preserve_owner,
+    };
+    // apply may stop at the end-of-archive blocks: the digests cover the whole stream, so the
+    // decoding side reads it all. After a failed apply this is only to tell a bad blob from a
+    // bad tar.
+    let (applied, drained) = pipelined_apply(&mut tar, diff, &apply_opts);
     let diff_actual = tar.digest();
     drop(tar);
     let blob_drained = io::copy(&mut blob, &mut io::sink());
