@@ -28,7 +28,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-BUILDER_VERSION = "8"  # bump to force a base initramfs rebuild
+BUILDER_VERSION = "11"  # bump to force a base initramfs rebuild
+
+# MACs of the net profile's spare NICs (conformance/tests/net_devices.rs and net.rs look for them)
+SPARE_NIC_MACS = ("52:54:00:c0:ff:10", "52:54:00:c0:ff:11")
 
 PROFILES = ("cgroup2", "cgroup1", "numa", "net", "criu", "base")
 DEFAULT_PROFILE = "cgroup2"
@@ -57,9 +60,14 @@ BUSYBOX_PKG = "busybox-static"
 MODULES = [
     # net profile
     "bonding", "8021q", "dummy", "ipvlan", "macvlan", "veth", "bridge", "tun",
+    # net profile: two spare PCI NICs standing in for SR-IOV VFs (they outlive a netns)
+    "virtio_net",
     # criu profile
     "inet_diag", "tcp_diag", "udp_diag", "raw_diag", "unix_diag", "netlink_diag",
     "af_packet_diag", "nf_tables", "nft_reject_inet", "nft_ct", "crc32c_generic",
+    # crates/net: NAT and published ports (nftables), QoS (tc)
+    "nft_chain_nat", "nft_nat", "nft_masq", "nft_fib_ipv4", "nft_fib_ipv6", "sch_tbf",
+    "sch_ingress", "cls_matchall", "act_police",
     # generally useful for container tests / --share
     "overlay", "9p", "9pnet_virtio", "virtio_pci", "loop", "br_netfilter", "nf_conntrack",
 ]
@@ -80,6 +88,11 @@ HOST_TOOLS = {
     "/usr/bin/strace": ["/usr/bin/strace"],
     # a bash script (breakout.rs copies a dynamic runc's libraries into a rootfs with it)
     "/usr/bin/ldd": ["/usr/bin/ldd"],
+    # crates/net and the conformance net suites: NAT rules, qdiscs, traffic between netns
+    "/usr/sbin/nft": ["/usr/sbin/nft"],
+    "/usr/sbin/tc": ["/usr/sbin/tc", "/sbin/tc"],
+    "/usr/bin/iperf3": ["/usr/bin/iperf3"],
+    "/usr/bin/nsenter": ["/usr/bin/nsenter"],
 }
 XTABLES_LINKS = ["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save",
                  "ip6tables-restore"]
@@ -673,6 +686,13 @@ def qemu_cmd(vmlinuz, initrd, profiles, memory, shares, verbose, interactive):
         cmd += ["-serial", "mon:stdio"]
     else:
         cmd += ["-serial", "stdio", "-monitor", "none"]
+    if "net" in profiles:
+        # Two NICs with no way out (restrict=on): PCI devices that, unlike veth or dummy,
+        # return to the host namespace when a container's netns dies, as SR-IOV VFs do.
+        # Tests find them by these MACs.
+        for i, mac in enumerate(SPARE_NIC_MACS):
+            cmd += ["-netdev", f"user,id=vf{i},restrict=on",
+                    "-device", f"virtio-net-pci,netdev=vf{i},mac={mac}"]
     if "numa" in profiles:
         mb = parse_mem_mb(memory)
         half = mb // 2
@@ -1046,7 +1066,8 @@ def main_suite(argv):
     if a.rcrun:
         rcrun = os.path.abspath(a.rcrun)
     else:
-        build = ["cargo", "build", "-j", a.jobs, "-p", "rcrun"] + (["--release"] if a.release else [])
+        build = ["cargo", "build", "-j", a.jobs, "-p", "rcrun", "-p", "rcrun-net-cli"] + (
+            ["--release"] if a.release else [])
         log("$ " + shlex.join(build))
         if subprocess.run(build, cwd=ws).returncode != 0:
             die("building rcrun failed", 1)
@@ -1074,6 +1095,11 @@ def main_suite(argv):
     # like `cargo test`: run from the package directory, which is copied in
     # (sources and fixtures only, it is small)
     adds = a.add + exes + [rcrun]
+    # companions the suites find beside rcrun: the network hook (conformance net suites)
+    for companion in ("rcrun-net",):
+        c = os.path.join(os.path.dirname(rcrun), companion)
+        if os.path.exists(c):
+            adds.append(c)
     for package in packages:
         pkgdir = package_dir(ws, package)
         if pkgdir:

@@ -11,6 +11,10 @@ fi
 command -v runc >/dev/null 2>&1 || need+=(runc)
 command -v crun >/dev/null 2>&1 || need+=(crun)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# crates/net: NAT and published ports go through nft's JSON interface; the net conformance
+# suite measures throughput with iperf3 (and the guest image copies both in).
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 # libseccomp is the reference the seccomp compiler is tested against (tests only, never linked
 # into rcrun): crates/seccomp/tests/libseccomp_diff.rs.
 dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev pkg-config)

@@ -44,6 +44,20 @@ pub fn subject_bin() -> PathBuf {
     )
 }
 
+/// The network hook/CLI: `$RCRUN_NET_BIN`, else `rcrun-net` beside the runtime under test.
+pub fn net_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RCRUN_NET_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let p = subject_bin().with_file_name("rcrun-net");
+    assert!(
+        p.exists(),
+        "no {} (cargo build -p rcrun-net-cli, or set RCRUN_NET_BIN)",
+        p.display()
+    );
+    p
+}
+
 /// The reference runtime: `$RUNC_BIN`, else `runc` on PATH (installed with
 /// apt-get when missing, so a fresh CI machine can compare).
 pub fn reference_bin() -> PathBuf {

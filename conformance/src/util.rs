@@ -329,6 +329,24 @@ pub fn host_cap_bnd() -> u64 {
         .unwrap_or(0)
 }
 
+/// The guest's spare PCI NICs (net profile: MACs 52:54:00:c0:ff:1x), which stand in for
+/// SR-IOV VFs: unlike veth or dummy, a real device returns to the host namespace when the
+/// container's own netns dies. None on this host (its one NIC is not ours to move).
+pub fn spare_nics() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("address"))
+                .is_ok_and(|a| a.trim().starts_with("52:54:00:c0:ff:1"))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -369,5 +369,49 @@ fn podman_scenarios() {
         );
     });
 
+    s.step(
+        "network: the org.rcrun.net.network annotation attaches the container (rcrun-net hook inserted by rcrun), a stable name keeps its address",
+        || {
+            if rcrun_conformance::Runtime::subject_is_reference() {
+                return; // runc knows nothing of org.rcrun.net.*
+            }
+            let store = TempDir::new("pm-netstore");
+            let br = format!("rcpm{}", std::process::id() % 100_000);
+            let net = rcrun_conformance::env::net_bin();
+            let st = store.path().display().to_string();
+            let created = std::process::Command::new(&net)
+                .args(["--store", &st, "network", "create", "pmnet", "--subnet", "10.244.7.0/24", "--bridge", &br])
+                .output()
+                .unwrap();
+            assert!(created.status.success(), "{created:?}");
+            let run = |n: &str| {
+                p.run(
+                    &[
+                        "--rm",
+                        "--name",
+                        n,
+                        "--annotation",
+                        "org.rcrun.net.network=pmnet",
+                        "--annotation",
+                        &format!("org.rcrun.net.store={st}"),
+                        "--annotation",
+                        "org.rcrun.net.name=web",
+                    ],
+                    &["ip", "-o", "addr", "show", "dev", "eth0"],
+                )
+            };
+            let first = run(&name("pm-net"));
+            first.assert_code(0).assert_stdout_contains("10.244.7.2/24");
+            // A new container with the same stable name: the same address.
+            run(&name("pm-net")).assert_code(0).assert_stdout_contains("10.244.7.2/24");
+            let left = std::process::Command::new(&net)
+                .args(["--store", &st, "ls", "--format", "json"])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "[]", "attachments left");
+            let _ = std::process::Command::new("ip").args(["link", "del", &br]).status();
+        },
+    );
+
     s.finish();
 }

@@ -131,6 +131,13 @@ pub enum Command {
     Image(ImageArgs),
     /// Make a bundle from a stored image: config.json and an overlay rootfs.
     Bundle(BundleArgs),
+    /// Checkpoint a running container with CRIU (or pre-dump it).
+    Checkpoint(crate::commands::checkpoint::CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint.
+    Restore(crate::commands::restore::RestoreArgs),
+    /// Move a running container to another --root/id/bundle: iterative pre-copy, then a short
+    /// stop for the last delta.
+    Migrate(crate::commands::migrate::MigrateArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

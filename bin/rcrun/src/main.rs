@@ -208,6 +208,9 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Spec { bundle, rootless } => spec(bundle.as_deref(), *rootless)?,
         Command::Image(a) => commands::image::run(a)?,
         Command::Bundle(a) => commands::bundle::run(cli, a)?,
+        Command::Checkpoint(a) => commands::checkpoint::run(cli, a)?,
+        Command::Restore(a) => return commands::restore::run(cli, a),
+        Command::Migrate(a) => commands::migrate::run(cli, a)?,
     }
     Ok(0)
 }

@@ -117,10 +117,12 @@ pub fn features() -> Value {
             "apparmor": {"enabled": crate::lsm::apparmor_enabled()},
             "selinux": {"enabled": crate::lsm::selinux_enabled()},
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": false}}
+            "mountExtensions": {"idmap": {"enabled": false}},
+            // runtime-spec 1.3: linux.netDevices (net_devices.rs).
+            "netDevices": {"enabled": true}
         },
         "annotations": {
-            "org.opencontainers.runc.checkpoint.enabled": "false"
+            "org.opencontainers.runc.checkpoint.enabled": "true"
         }
     })
 }

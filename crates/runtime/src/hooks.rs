@@ -16,11 +16,13 @@ pub enum HookError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{kind} hook {path}: {status}")]
+    #[error("{kind} hook {path}: {status}{}", if stderr.is_empty() { String::new() } else { format!(", stderr: {stderr}") })]
     Failed {
         kind: &'static str,
         path: String,
         status: String,
+        /// The hook's last lines on stderr (runc reports them too), joined on one line.
+        stderr: String,
     },
     #[error("{kind} hook {path}: timed out after {secs}s")]
     Timeout {
@@ -61,11 +63,13 @@ fn run_one(kind: &'static str, h: &Hook, state: &str) -> Result<(), HookError> {
         }
     }
     cmd.stdin(Stdio::piped());
+    cmd.stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| HookError::Spawn {
         kind,
         path: path.clone(),
         source,
     })?;
+    let stderr = child.stderr.take().map(collect_stderr);
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that never reads its stdin is fine: ignore EPIPE.
         let _ = stdin.write_all(state.as_bytes());
@@ -82,14 +86,68 @@ fn run_one(kind: &'static str, h: &Hook, state: &str) -> Result<(), HookError> {
         path: path.clone(),
         source,
     })?;
+    let said = stderr.map(StderrTail::finish).unwrap_or_default();
     if !status.success() {
         return Err(HookError::Failed {
             kind,
             path,
             status: status.to_string(),
+            stderr: said,
         });
     }
+    if !said.is_empty() {
+        tracing::info!("{kind} hook {path}: {said}");
+    }
     Ok(())
+}
+
+/// The tail of a hook's stderr, read on a thread: a hook that leaves a child holding the
+/// pipe open must not keep us waiting, so `finish` takes what arrived soon after the exit.
+struct StderrTail(std::sync::mpsc::Receiver<Vec<u8>>);
+
+fn collect_stderr(mut pipe: std::process::ChildStderr) -> StderrTail {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    StderrTail(rx)
+}
+
+impl StderrTail {
+    fn finish(self) -> String {
+        const KEEP: usize = 2048;
+        let mut all = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(chunk) => {
+                    all.extend_from_slice(&chunk);
+                    if all.len() > 4 * KEEP {
+                        all.drain(..all.len() - KEEP);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&all);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let joined = lines[lines.len().saturating_sub(3)..].join(" | ");
+        match joined.char_indices().nth(KEEP) {
+            Some((i, _)) => joined[..i].to_string(),
+            None => joined,
+        }
+    }
 }
 
 /// Wait up to `secs` for `pid` to exit, with a pidfd and poll (no sleeping loop).

@@ -185,6 +185,7 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Step<Never> {
     if let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) {
         sched::set_personality(p).map_err(s)?;
     }
+    crate::mempolicy::apply(spec).map_err(s)?; // ipc-shm: linux.memoryPolicy
     let mut ready = proc_attrs::prepare(
         process,
         &proc_attrs::Options {

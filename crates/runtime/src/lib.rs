@@ -29,14 +29,18 @@ pub mod hooks;
 pub mod identity;
 pub mod init;
 pub mod lsm;
+pub mod mempolicy; // ipc-shm: linux.memoryPolicy
 pub mod mounts;
 pub mod namespaces;
+pub mod net_devices;
+pub mod net_hooks;
 pub mod process;
 pub mod rlimits;
 pub mod rootfs;
 pub mod sched;
 pub mod seccomp_listener;
 pub mod secure_path;
+pub mod shm_channels; // ipc-shm: org.rcrun.shm.channels
 pub mod signal;
 pub mod spec;
 pub mod state;

@@ -363,6 +363,7 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
             crate::namespaces::check_sysctl(key, &seen).map_err(SpecError::Invalid)?;
         }
     }
+    crate::net_devices::validate(spec).map_err(|e| SpecError::Invalid(e.to_string()))?;
     Ok(())
 }
 

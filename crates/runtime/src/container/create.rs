@@ -54,13 +54,26 @@ struct Undo {
     dir: Option<StateDir>,
     cgroup: Option<Cgroup>,
     pids: Vec<Pid>,
+    /// ipc-shm: channels joined; dropped (after the state dir) they are left again.
+    shm: Option<crate::shm_channels::Joined>,
+    /// linux.netDevices moved into the container: given back while its netns still lives.
+    net_devices: Option<crate::net_devices::Moved>,
+    /// Once runtime hooks have run, a failed create runs the poststop hooks too (runc's
+    /// destroy does): what a createRuntime hook set up (a network) is torn down.
+    poststop: Option<(Vec<oci_spec::runtime::Hook>, String)>,
 }
 
 impl Drop for Undo {
     fn drop(&mut self) {
+        if let Some(moved) = self.net_devices.take() {
+            moved.undo();
+        }
         for pid in self.pids.drain(..) {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
+        }
+        if let Some((hooks, state)) = self.poststop.take() {
+            hooks::run_all_warn("poststop", &hooks, &state);
         }
         if let Some(cg) = self.cgroup.take() {
             if let Err(e) = cg.remove() {
@@ -78,10 +91,12 @@ impl Drop for Undo {
 pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     let _span = tracing::info_span!("create", id = opts.id).entered();
     let LoadedSpec {
-        spec,
+        mut spec, // ipc-shm: shm_channels::join adds mounts and placement
         bundle,
         rootfs,
     } = spec::load(opts.bundle)?;
+    // org.rcrun.net.network: the network hooks go into the spec before anything reads them.
+    crate::net_hooks::inject(&mut spec)?;
     let process = spec
         .process()
         .as_ref()
@@ -117,8 +132,13 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         dir: Some(dir),
         cgroup: None,
         pids: Vec::new(),
+        shm: None,
+        net_devices: None,
+        poststop: None,
     };
     let dir_path = undo.dir.as_ref().map(|d| d.dir.clone()).unwrap_or_default();
+    // ipc-shm: make/join the annotation's channels (recorded in the state dir first).
+    undo.shm = crate::shm_channels::join(&mut spec, opts.id, &dir_path)?;
 
     // The console for a foreground run: a socketpair, we keep one end.
     let (own_console_parent, own_console_child) =
@@ -262,6 +282,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
             cg.apply(res)?;
         }
     }
+    // Devices move before "go": the createRuntime hooks and the process see them in place.
+    undo.net_devices = Some(crate::net_devices::move_in(&spec, &dir_path, pid.as_raw())?);
     parent_chan.send(&Msg::Go)?;
     state.pid = pid.as_raw();
     state.pid_start = crate::state::proc_stat(pid.as_raw())
@@ -273,6 +295,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
             .expect(Msg::RunHooks)
             .map_err(|e| Error::Child(e.0))?;
         let st = state.hook_state(Status::Creating);
+        if !state.poststop.is_empty() {
+            undo.poststop = Some((state.poststop.clone(), state.hook_state(Status::Stopped)));
+        }
         hooks::run_all("prestart", &prestart, &st)?;
         hooks::run_all("createRuntime", &create_runtime, &st)?;
         parent_chan.send(&Msg::HooksDone)?;
@@ -321,11 +346,16 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         write_pid_file(p, pid.as_raw())?;
     }
     undo.pids.clear();
+    undo.net_devices = None; // given back at delete (net-devices.json)
+    undo.poststop = None; // run at delete
     let dir = undo
         .dir
         .take()
         .ok_or(Error::Child("state directory vanished".into()))?;
     let cgroup = undo.cgroup.take();
+    if let Some(shm) = undo.shm.take() {
+        shm.keep(); // ipc-shm: the channels stay until delete
+    }
     Ok(Created {
         state,
         dir,

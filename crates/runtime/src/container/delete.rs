@@ -79,6 +79,8 @@ fn recover(dir: StateDir) -> Result<(), Error> {
         Ok(_) => {}
         Err(e) => tracing::warn!("{e}; only the state directory can be removed"),
     }
+    crate::shm_channels::release(&dir.dir, &dir.id); // ipc-shm
+    give_back_devices(&dir.dir);
     dir.remove()?;
     Ok(())
 }
@@ -105,9 +107,19 @@ pub fn destroy(dir: StateDir, state: &ContainerState) -> Result<(), Error> {
         cg.remove()?;
     }
     let hook_state = state.hook_state(Status::Stopped);
+    crate::shm_channels::release(&dir.dir, &state.id); // ipc-shm
+    give_back_devices(&dir.dir);
     dir.remove()?;
     if !state.poststop.is_empty() {
         hooks::run_all_warn("poststop", &state.poststop, &hook_state);
     }
     Ok(())
+}
+
+/// linux.netDevices: the devices go back to the host before the state dir (their records)
+/// goes. A device that cannot be found or moved is reported, not fatal: delete must finish.
+fn give_back_devices(dir: &Path) {
+    if let Err(e) = crate::net_devices::release(dir) {
+        tracing::warn!("{e}");
+    }
 }

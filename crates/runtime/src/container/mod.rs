@@ -2,6 +2,7 @@
 //! [`crate::init`]), [`start`], [`run`] (create + start + wait), [`kill`], [`delete`], and the
 //! read-only [`query`] (`state`, `list`).
 
+pub mod checkpoint;
 pub mod clone;
 pub mod create;
 pub mod delete;
@@ -11,6 +12,7 @@ pub mod kill;
 pub mod pause;
 pub mod ps;
 pub mod query;
+pub mod restore;
 pub mod run;
 pub mod spawn;
 pub mod start;
@@ -41,6 +43,13 @@ pub enum Error {
     Signal(#[from] crate::signal::SignalError),
     #[error(transparent)]
     SeccompListener(#[from] crate::seccomp_listener::ListenerError),
+    #[error(transparent)]
+    NetDevices(#[from] crate::net_devices::NetDeviceError),
+    #[error(transparent)]
+    NetHooks(#[from] crate::net_hooks::NetHookError),
+    /// `checkpoint`/`restore` (CRIU).
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
     /// The container's first process reported a set-up failure (its own words).
     #[error("{0}")]
     Child(String),
