@@ -28,7 +28,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-BUILDER_VERSION = "11"  # bump to force a base initramfs rebuild
+BUILDER_VERSION = "12"  # bump to force a base initramfs rebuild
 
 # MACs of the net profile's spare NICs (conformance/tests/net_devices.rs and net.rs look for them)
 SPARE_NIC_MACS = ("52:54:00:c0:ff:10", "52:54:00:c0:ff:11")
@@ -65,6 +65,7 @@ MODULES = [
     # criu profile
     "inet_diag", "tcp_diag", "udp_diag", "raw_diag", "unix_diag", "netlink_diag",
     "af_packet_diag", "nf_tables", "nft_reject_inet", "nft_ct", "crc32c_generic",
+    "nf_conntrack_netlink",
     # crates/net: NAT and published ports (nftables), QoS (tc)
     "nft_chain_nat", "nft_nat", "nft_masq", "nft_fib_ipv4", "nft_fib_ipv6", "sch_tbf",
     "sch_ingress", "cls_matchall", "act_police",
@@ -93,6 +94,8 @@ HOST_TOOLS = {
     "/usr/sbin/tc": ["/usr/sbin/tc", "/sbin/tc"],
     "/usr/bin/iperf3": ["/usr/bin/iperf3"],
     "/usr/bin/nsenter": ["/usr/bin/nsenter"],
+    # CRIU dumps tmpfs mounts with GNU tar (busybox tar lacks its options)
+    "/usr/bin/tar": ["/usr/bin/tar", "/bin/tar"],
 }
 XTABLES_LINKS = ["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save",
                  "ip6tables-restore"]
@@ -1054,6 +1057,8 @@ def main_suite(argv):
                     "robustness and the store's logic, not kernel features; ~20 min under TCG, "
                     "and the host run covers them; the kernel-dependent overlay mount path is "
                     "tested in the guest by rcrun-storage-overlay2's own mount_overlay tests)")
+    ap.add_argument("--only", action="append", help="run only the test executables whose name "
+                    "starts with this (repeatable), e.g. --only checkpoint")
     ap.add_argument("--jobs", "-j", default=str(CPUS))
     ap.add_argument("test_args", nargs=argparse.REMAINDER,
                     help="after --: arguments for the test executables (filters, --test-threads)")
@@ -1081,6 +1086,8 @@ def main_suite(argv):
         exes = [e for e in exes if not os.path.basename(e).startswith("clients_")]
     if not a.with_hostile:
         exes = [e for e in exes if not os.path.basename(e).startswith(("hostile-", "storage-"))]
+    if a.only:
+        exes = [e for e in exes if os.path.basename(e).startswith(tuple(a.only))]
     if not exes:
         die(f"no test executables from {' '.join(packages)}", 1)
     log(f"built in {time.time() - t0:.1f}s: rcrun={rcrun}, tests: " + " ".join(

@@ -15,6 +15,10 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # suite measures throughput with iperf3 (and the guest image copies both in).
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+# checkpoint/restore: CRIU (works in the guest; on a kernel newer than it, rcrun reports that)
+[ -x /usr/sbin/criu ] || command -v criu >/dev/null 2>&1 || need+=(criu)
+# ... and under containerd in that guest (conformance/tests/checkpoint_containerd.rs)
+command -v containerd-shim-runc-v2 >/dev/null 2>&1 || need+=(containerd)
 # libseccomp is the reference the seccomp compiler is tested against (tests only, never linked
 # into rcrun): crates/seccomp/tests/libseccomp_diff.rs.
 dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev pkg-config)

@@ -98,7 +98,7 @@ fn features_are_truthful() {
     assert_eq!(linux["intelRdt"]["enabled"], false, "{f}");
     assert_eq!(linux["mountExtensions"]["idmap"]["enabled"], false, "{f}");
     assert_eq!(
-        f["annotations"]["org.opencontainers.runc.checkpoint.enabled"], "false",
+        f["annotations"]["org.opencontainers.runc.checkpoint.enabled"], "true",
         "{f}"
     );
     assert!(strings(&linux["namespaces"]).iter().any(|n| n == "time"));

@@ -550,3 +550,38 @@ fn foreground_run_forwards_signals() {
     });
     out.assert_code(42);
 }
+
+/// A flag the runtime does not know is a usage error: shims read the error from `--log`
+/// (containerd's log.json), so it is written there too, not only to stderr.
+#[test]
+fn log_json_records_usage_errors() {
+    if Runtime::skip_for_reference("runc prints usage errors only to stderr") {
+        return;
+    }
+    let rt = Runtime::rcrun();
+    let dir = TempDir::new("usagelog");
+    let log = dir.join("runtime.log");
+    let out = rt.exec_opts(
+        &["restore", "--no-such-flag", "x"],
+        Opts {
+            global: vec![
+                "--log".into(),
+                log.to_string_lossy().into(),
+                "--log-format".into(),
+                "json".into(),
+            ],
+            ..Opts::default()
+        },
+    );
+    out.assert_fail();
+    let text = std::fs::read_to_string(&log).expect("log file written");
+    let line: Value = serde_json::from_str(text.lines().next().unwrap_or("")).expect("JSON line");
+    assert_eq!(line["level"], "error", "{text}");
+    assert!(
+        line["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--no-such-flag"),
+        "{text}"
+    );
+}

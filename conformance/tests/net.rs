@@ -53,6 +53,8 @@ struct Net {
     store: TempDir,
     links: Vec<String>,
     name: String,
+    /// Networks made here: removed on drop (their NAT rules go with them).
+    networks: Vec<String>,
 }
 
 impl Net {
@@ -61,6 +63,7 @@ impl Net {
             store: TempDir::new("netstore"),
             links: Vec::new(),
             name: String::new(),
+            networks: Vec::new(),
         }
     }
 
@@ -94,6 +97,7 @@ impl Net {
             self.links.push(br.to_string());
         }
         self.name = name.clone();
+        self.networks.push(name.clone());
         name
     }
 
@@ -139,6 +143,12 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        // A create killed after its hook attached (a failed test's timeout) leaves an
+        // attachment whose process is gone: gc takes it (and its netns pin) away.
+        let _ = self.cli(&["gc"]);
+        for n in &self.networks {
+            let _ = self.cli(&["network", "rm", "--force", n]);
+        }
         for l in &self.links {
             let _ = sh(&format!("ip link del {l}"));
         }
@@ -587,11 +597,19 @@ fn fifty_parallel_containers_get_distinct_addresses() {
         .map(|_| container(&rt, &net, &n, &[], "sleep 300"))
         .collect();
     let guards: Vec<_> = bundles.iter().map(|b| rt.guard(&b.id)).collect();
+    // 50 creates at once on 2 CPUs take minutes under the guest's emulation: a long timeout.
     std::thread::scope(|s| {
         for b in &bundles {
             let rt = &rt;
             s.spawn(move || {
-                rt.create_id(b, &b.id, &[]).assert_ok();
+                b.write();
+                let bp = b.path().to_string_lossy().into_owned();
+                let opts = rcrun_conformance::runtime::Opts {
+                    timeout: Some(Duration::from_secs(900)),
+                    ..Default::default()
+                };
+                rt.exec_opts(&["create", "--bundle", &bp, &b.id], opts)
+                    .assert_ok();
             });
         }
     });
@@ -628,7 +646,7 @@ fn device_mode_bonds_two_vfs_into_one_nic() {
         panic!("no two spare NICs (MAC 52:54:00:c0:ff:1x): run in the guest (guest/run-suite --profile cgroup2,net -- net) or set RCRUN_NET_HOST_ONLY=1");
     }
     let rt = Runtime::rcrun();
-    let net = Net::new();
+    let mut net = Net::new();
     let o = subnet_octet();
     let def = net.store.join("bond-net.json");
     let name = short("n");
@@ -644,6 +662,7 @@ fn device_mode_bonds_two_vfs_into_one_nic() {
     )
     .unwrap();
     net.cli_ok(&["network", "create", "--from", &def.to_string_lossy()]);
+    net.networks.push(name.clone());
     let a = container(&rt, &net, &name, &[], "sleep 300");
     let _g = rt.guard(&a.id);
     let pid = start(&rt, &a);

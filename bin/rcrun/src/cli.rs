@@ -30,7 +30,7 @@ pub struct Cli {
     /// Ignore cgroup permission errors: true, false or auto.
     #[arg(long)]
     pub rootless: Option<String>,
-    /// Accepted for runc compatibility; CRIU is looked up on PATH.
+    /// The CRIU binary for checkpoint/restore/migrate (default: criu on PATH, else /usr/sbin/criu).
     #[arg(long, global = true, hide = true)]
     pub criu: Option<String>,
     /// Print the version.

@@ -86,8 +86,33 @@ fn usage_error(e: clap::Error) -> ! {
         .collect();
     let first = first.join(" ");
     let msg = first.strip_prefix("error: ").unwrap_or(&first);
-    eprintln!("rcrun: {msg} (see rcrun --help)");
+    let line = format!("{msg} (see rcrun --help)");
+    eprintln!("rcrun: {line}");
+    log_usage_error(&line);
     std::process::exit(1)
+}
+
+/// Shims read the runtime's error from its `--log` file (containerd: log.json), so a bad flag
+/// goes there too; the arguments did not parse, so `--log`/`--log-format` are found by hand.
+fn log_usage_error(line: &str) {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| {
+        args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix(&format!("{name}="))
+                .map(String::from)
+                .or_else(|| (a == name).then(|| args.get(i + 1).cloned()).flatten())
+        })
+    };
+    let Some(log) = value("--log") else {
+        return;
+    };
+    let format = match value("--log-format").as_deref() {
+        Some("json") => cli::LogFormat::Json,
+        _ => cli::LogFormat::Text,
+    };
+    if let Ok(l) = logging::Logger::new(Some(Path::new(&log)), format, false) {
+        l.write(tracing::Level::ERROR, line, &[]);
+    }
 }
 
 /// The global subscriber must be 'static; share the logger with main's error path.

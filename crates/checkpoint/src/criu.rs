@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-/// The oldest CRIU rcrun drives: 3.11 has `--track-mem` pre-dumps with `--prev-images-dir`,
-/// `--external mnt[]`, `--lazy-pages` and cgroup v2 freezing is not needed before 3.14 on v1.
+/// The oldest CRIU rcrun drives: 3.11 has everything it passes (`--external mnt[]`/`file[]`,
+/// `--track-mem` with `--prev-images-dir`, `--lazy-pages`, `--freeze-cgroup`, `--empty-ns`).
 pub const MIN_VERSION: Version = Version(3, 11, 0);
 
 /// How long one CRIU action may take unless the caller says otherwise

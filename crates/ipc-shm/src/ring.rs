@@ -99,7 +99,9 @@ impl Producer {
     }
 
     fn refresh_tail(&mut self) -> Result<(), RingError> {
-        let t = self.ring.ctl().cons.tail.load(Ordering::Acquire);
+        // SeqCst: with the flag store before it, the sleeping producer's half of the
+        // store-then-load handshake (see commit/release).
+        let t = self.ring.ctl().cons.tail.load(Ordering::SeqCst);
         if t > self.head || self.head - t > self.ring.cap || t < self.tail_cache {
             return Err(RingError::Corrupt(format!(
                 "consumer position {t} outside [{}, {}]",

@@ -369,3 +369,36 @@ fn c_abi_through_gcc() {
         "{out:?}"
     );
 }
+
+/// Both sides sleep at once (no spinning) on a tiny ring: every message goes through the
+/// flag/sequence handshake. A lost wake-up shows as a 10 s timeout, not a hang.
+#[test]
+fn sleeping_both_sides_never_lose_a_wakeup() {
+    let r = region(4096);
+    let n = name(&r);
+    let count = 100_000u64;
+    let t = Duration::from_secs(10);
+    let n2 = n.clone();
+    let rx = std::thread::spawn(move || -> Result<(), Error> {
+        let mut ch = shm::listen_with(&n2, &opts(Duration::ZERO))?;
+        let mut buf = Vec::new();
+        for seq in 0..count {
+            ch.rx.recv_timeout(&mut buf, t)?;
+            assert!(
+                buf == msg(seq, (seq % 1500) as usize),
+                "message {seq} differs"
+            );
+        }
+        ch.tx.send_timeout(b"done", t)
+    });
+    let mut ch = shm::connect_with(&n, &opts(Duration::ZERO)).unwrap();
+    for seq in 0..count {
+        ch.tx
+            .send_timeout(&msg(seq, (seq % 1500) as usize), t)
+            .unwrap();
+    }
+    let mut buf = Vec::new();
+    ch.rx.recv_timeout(&mut buf, t).unwrap();
+    assert_eq!(buf, b"done");
+    rx.join().unwrap().unwrap();
+}

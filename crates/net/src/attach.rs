@@ -397,10 +397,15 @@ fn steps(
             let gw = IpNet::new(alloc.gateway, alloc.address.prefix_len())
                 .map_err(|e| bad(net, "gateway", alloc.gateway, &e.to_string()))?;
             bridge::ensure_bridge(&mut h, &bridge_name, &[gw], net.mtu)?;
-            // A VLAN per network: the bridge's uplink is parent.VID.
-            if let (Some(parent), Some(vid)) = (net.parent.as_deref(), net.vlan) {
-                let up = vlan::ensure(&mut h, parent, vid, net.mtu)?;
+            // The bridge's uplink: the parent, or its VLAN parent.VID (a VLAN per network).
+            if let Some(parent) = net.parent.as_deref() {
+                let up = match net.vlan {
+                    Some(vid) => vlan::ensure(&mut h, parent, vid, net.mtu)?,
+                    None => parent.to_string(),
+                };
                 h.set_master(&up, &bridge_name)
+                    .map_err(|e| bad(net, "parent", &up, &e.to_string()))?;
+                h.set_up(&up, true)
                     .map_err(|e| bad(net, "parent", &up, &e.to_string()))?;
             }
             if net.nat {

@@ -242,9 +242,11 @@ impl Steps for ContainerSteps<'_> {
             common: self.a.common.to_common()?,
             lazy: self.a.lazy.then_some(Lazy::Local),
         })?;
-        Ok(StepFigures::default()).map(|mut f: StepFigures| {
-            f.frozen = r.elapsed;
-            f
+        // No images written here; `frozen` holds the `criu restore` run (the container is not
+        // running until it ends).
+        Ok(StepFigures {
+            frozen: r.elapsed,
+            ..StepFigures::default()
         })
     }
 }

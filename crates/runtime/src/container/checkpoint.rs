@@ -29,7 +29,7 @@ pub enum CheckpointError {
     Images(#[from] images::ImagesError),
     #[error(transparent)]
     Stats(#[from] stats::StatsError),
-    #[error("container {id} is {status}: only a running container can be checkpointed")]
+    #[error("container {id} is {status}: only a running or paused container can be checkpointed")]
     NotRunning { id: String, status: Status },
     #[error("{what} {path}: {source}")]
     Io {
@@ -39,6 +39,11 @@ pub enum CheckpointError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error("restore: mount point {dest} in the rootfs: {source}")]
+    MountPoint {
+        dest: PathBuf,
+        source: crate::secure_path::SecurePathError,
+    },
     #[error("criu restore: no pid in {path} after a successful restore")]
     NoPid { path: PathBuf },
 }
@@ -92,7 +97,9 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<Checkpointed, Error> {
     let dir = StateDir::open(opts.root, opts.id)?;
     let state = dir.load()?;
     let status = state.status(&dir.dir);
-    if status != Status::Running {
+    // Paused too, as runc: containerd's shim pauses a task before a `--leave-running` dump
+    // (`ctr task checkpoint`), and CRIU leaves an already frozen cgroup frozen.
+    if !matches!(status, Status::Running | Status::Paused) {
         return Err(CheckpointError::NotRunning {
             id: opts.id.to_string(),
             status,

@@ -220,6 +220,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, Error> {
         };
         inherit_fds.push((fd, f.key.clone()));
     }
+    create_mount_points(&spec, &bundle, &rootfs)?;
     let criu_root = dir_path.join("criu-root");
     std::fs::create_dir_all(&criu_root).map_err(io("create", &criu_root))?;
     let pidfile = dir_path.join("criu-restore.pid");
@@ -437,6 +438,51 @@ fn loopback_up_in(pid: i32) -> Result<(), CheckpointError> {
             "bring lo up in the restored network namespace: the thread failed".into(),
         )),
     }
+}
+
+/// CRIU mounts on the checkpointed mount points and fails on one the rootfs lacks: a fresh
+/// rootfs (containerd restores onto a new snapshot of the image) has none of the directories
+/// `create` made for the spec's mounts (`/run`). As runc does, make them, inside the rootfs;
+/// those below a tmpfs of the spec are CRIU's to make (it restores the tmpfs first).
+fn create_mount_points(
+    spec: &oci_spec::runtime::Spec,
+    bundle: &Path,
+    rootfs: &Path,
+) -> Result<(), CheckpointError> {
+    let mounts = spec.mounts().as_deref().unwrap_or(&[]);
+    let tmpfs: Vec<&Path> = mounts
+        .iter()
+        .filter(|m| m.typ().as_deref() == Some("tmpfs"))
+        .map(|m| m.destination().as_path())
+        .collect();
+    let root =
+        crate::secure_path::Root::open(rootfs).map_err(|source| CheckpointError::MountPoint {
+            dest: PathBuf::from("/"),
+            source,
+        })?;
+    for m in mounts {
+        let dest = m.destination();
+        if tmpfs.iter().any(|t| dest != *t && dest.starts_with(t)) {
+            continue;
+        }
+        let opts = m.options().as_deref().unwrap_or(&[]);
+        let bind =
+            m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
+        let file_source = bind
+            && m.source().as_ref().is_some_and(|src| {
+                std::fs::metadata(bundle.join(src)).is_ok_and(|md| !md.is_dir())
+            });
+        let made = if file_source {
+            root.create_file(dest)
+        } else {
+            root.mkdir_all(dest)
+        };
+        made.map_err(|source| CheckpointError::MountPoint {
+            dest: dest.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// The source of the spec's bind mount at `dest` (relative sources are relative to the bundle).
