@@ -412,6 +412,19 @@ fn start_runs_the_process_only_after_start() {
     );
 }
 
+/// `--log FILE --log-format json`.
+fn json_log(log: &std::path::Path) -> Opts {
+    Opts {
+        global: vec![
+            "--log".into(),
+            log.to_string_lossy().into(),
+            "--log-format".into(),
+            "json".into(),
+        ],
+        ..Opts::default()
+    }
+}
+
 #[test]
 fn log_json_records_errors() {
     let rt = Runtime::rcrun();
@@ -421,15 +434,7 @@ fn log_json_records_errors() {
     b.write();
     let out = rt.exec_opts(
         &["run", "--bundle", b.path().to_str().unwrap(), &b.id],
-        Opts {
-            global: vec![
-                "--log".into(),
-                log.to_string_lossy().into(),
-                "--log-format".into(),
-                "json".into(),
-            ],
-            ..Opts::default()
-        },
+        json_log(&log),
     );
     out.assert_fail();
     let text = std::fs::read_to_string(&log).expect("log file written");
@@ -561,18 +566,7 @@ fn log_json_records_usage_errors() {
     let rt = Runtime::rcrun();
     let dir = TempDir::new("usagelog");
     let log = dir.join("runtime.log");
-    let out = rt.exec_opts(
-        &["restore", "--no-such-flag", "x"],
-        Opts {
-            global: vec![
-                "--log".into(),
-                log.to_string_lossy().into(),
-                "--log-format".into(),
-                "json".into(),
-            ],
-            ..Opts::default()
-        },
-    );
+    let out = rt.exec_opts(&["restore", "--no-such-flag", "x"], json_log(&log));
     out.assert_fail();
     let text = std::fs::read_to_string(&log).expect("log file written");
     let line: Value = serde_json::from_str(text.lines().next().unwrap_or("")).expect("JSON line");

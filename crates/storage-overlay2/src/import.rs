@@ -1330,15 +1330,7 @@ impl Read for ChunkReader {
 
 fn read_head<R: Read>(r: &mut R) -> io::Result<Vec<u8>> {
     let mut buf = [0u8; 6];
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let n = fill(r, &mut buf)?;
     Ok(buf[..n].to_vec())
 }
 
