@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -437,18 +437,10 @@ fn steps(
             // name against the parent's namespace too, where "eth0" may well exist.
             let tmp = temp_ifname(&a.container);
             if net.mode == Mode::Macvlan {
-                let mode = match net.macvlan_mode.unwrap_or(config::MacvlanMode::Bridge) {
-                    config::MacvlanMode::Bridge => MacvlanMode::Bridge,
-                    config::MacvlanMode::Private => MacvlanMode::Private,
-                    config::MacvlanMode::Vepa => MacvlanMode::Vepa,
-                    config::MacvlanMode::Passthru => MacvlanMode::Passthru,
-                };
+                let mode = net.macvlan_mode.unwrap_or(MacvlanMode::Bridge);
                 macvlan::setup(&mut h, &lower, netns, &tmp, mode, net.mtu, None)?;
             } else {
-                let mode = match net.ipvlan_mode.unwrap_or(config::IpvlanMode::L2) {
-                    config::IpvlanMode::L2 => IpvlanMode::L2,
-                    config::IpvlanMode::L3 => IpvlanMode::L3,
-                };
+                let mode = net.ipvlan_mode.unwrap_or(IpvlanMode::L2);
                 ipvlan::setup(&mut h, &lower, netns, &tmp, mode, net.mtu)?;
             }
             let ifname = a.ifname.clone();
@@ -547,10 +539,7 @@ fn steps(
 
 /// A name no container interface has: "rc" and 12 hex digits of the container id's hash.
 fn temp_ifname(container: &str) -> String {
-    let h = container.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("rc{:012x}", h >> 16)
+    format!("rc{:012x}", bridge::fnv1a(container.as_bytes()) >> 16)
 }
 
 /// The i-th bond port inside the container: "eth0s0", cut to fit 15 bytes.
@@ -655,7 +644,7 @@ fn teardown_record(store: &Store, net: &Network, a: Attachment) -> Result<(), At
         note(r.map_err(AttachError::from).and_then(|x| x));
     }
     for rec in a.devices.iter().rev() {
-        note(give_back(&mut h, rec));
+        note(device::restore_waiting(&mut h, rec, RETURN_WAIT).map_err(Into::into));
     }
     if a.claimed.is_some() {
         note(
@@ -690,19 +679,6 @@ fn teardown_record(store: &Store, net: &Network, a: Attachment) -> Result<(), At
             path,
             reason: e.to_string(),
         }),
-    }
-}
-
-/// Moves a device home; waits a little for one coming back from a dying netns.
-fn give_back(h: &mut Handle, rec: &DeviceRecord) -> Result<(), AttachError> {
-    let started = Instant::now();
-    loop {
-        match device::restore(h, rec) {
-            Err(DeviceError::NotFound { .. }) if started.elapsed() < RETURN_WAIT => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            other => return other.map_err(Into::into),
-        }
     }
 }
 

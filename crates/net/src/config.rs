@@ -87,21 +87,8 @@ pub enum Mode {
     Device,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MacvlanMode {
-    Bridge,
-    Private,
-    Vepa,
-    Passthru,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IpvlanMode {
-    L2,
-    L3,
-}
+// The link layer's own modes: the definition names exactly what the kernel is asked for.
+pub use crate::link::{IpvlanMode, MacvlanMode};
 
 /// Inclusive allocation range inside the subnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

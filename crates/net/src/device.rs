@@ -376,3 +376,22 @@ pub fn restore(h: &mut Handle, record: &DeviceRecord) -> Result<(), DeviceError>
     h.set_up(n, record.up).map_err(lerr)?;
     Ok(())
 }
+
+/// [`restore`], waiting up to `wait` for a device that is not found yet: one leaving a dying
+/// netns (the kernel tears namespaces down asynchronously) reappears on the host a moment
+/// later. A device still missing after that is [`DeviceError::NotFound`].
+pub fn restore_waiting(
+    h: &mut Handle,
+    record: &DeviceRecord,
+    wait: std::time::Duration,
+) -> Result<(), DeviceError> {
+    let started = std::time::Instant::now();
+    loop {
+        match restore(h, record) {
+            Err(DeviceError::NotFound { .. }) if started.elapsed() < wait => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}

@@ -10,7 +10,7 @@
 //! namespace. A namespace joined by path outlives the container: delete moves the device out.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use rcrun_net::device::{self, ContainerSide, DeviceError, DeviceRecord};
@@ -29,12 +29,12 @@ const RETURN_WAIT: Duration = Duration::from_secs(3);
 pub enum NetDeviceError {
     #[error("linux.netDevices: moving network devices needs a network namespace of the container's own (linux.namespaces has no \"network\" entry)")]
     NoNetns,
-    #[error("linux.netDevices[{host:?}]: {what} {name:?} is not a valid interface name: {reason}")]
+    #[error("linux.netDevices[{host:?}]: {what}: {reason}")]
     BadName {
         host: String,
         what: &'static str,
         name: String,
-        reason: &'static str,
+        reason: String,
     },
     #[error("linux.netDevices: {a:?} and {b:?} both become {name:?} in the container")]
     Duplicate { a: String, b: String, name: String },
@@ -85,26 +85,12 @@ fn wanted(spec: &Spec) -> Vec<(String, String)> {
 }
 
 fn check_name(host: &str, what: &'static str, name: &str) -> Result<(), NetDeviceError> {
-    let reason = if name.is_empty() {
-        Some("empty")
-    } else if name.len() > 15 {
-        Some("longer than 15 bytes")
-    } else if name == "." || name == ".." {
-        Some("reserved")
-    } else if name.contains('/') || name.contains(':') || name.chars().any(char::is_whitespace) {
-        Some("contains '/', ':' or white space")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(NetDeviceError::BadName {
-            host: host.into(),
-            what,
-            name: name.into(),
-            reason,
-        }),
-        None => Ok(()),
-    }
+    rcrun_net::link::validate_name(name).map_err(|e| NetDeviceError::BadName {
+        host: host.into(),
+        what,
+        name: name.into(),
+        reason: e.to_string(),
+    })
 }
 
 /// Checks the field before anything is made: names, and a network namespace to move into.
@@ -274,24 +260,21 @@ fn give_back(records: &[DeviceRecord], dead: bool) -> Result<(), NetDeviceError>
             // /proc/PID may name another process by now.
             r.netns_path = PathBuf::new();
         }
-        let started = Instant::now();
-        let res = loop {
-            match device::restore(&mut h, &r) {
-                Err(DeviceError::NotFound { .. })
-                    if netns_gone && started.elapsed() < RETURN_WAIT =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                // A virtual device (veth) is destroyed with its namespace: nothing to give back.
-                Err(DeviceError::NotFound { .. }) if netns_gone => {
-                    tracing::warn!(
-                        device = %r.host_name,
-                        "did not come back from the container's network namespace (a virtual device dies with it)"
-                    );
-                    break Ok(());
-                }
-                other => break other,
+        let wait = if netns_gone {
+            RETURN_WAIT
+        } else {
+            Duration::ZERO
+        };
+        let res = match device::restore_waiting(&mut h, &r, wait) {
+            // A virtual device (veth) is destroyed with its namespace: nothing to give back.
+            Err(DeviceError::NotFound { .. }) if netns_gone => {
+                tracing::warn!(
+                    device = %r.host_name,
+                    "did not come back from the container's network namespace (a virtual device dies with it)"
+                );
+                Ok(())
             }
+            other => other,
         };
         if let Err(source) = res {
             tracing::warn!(device = %r.host_name, "give back: {source}");
