@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod go_flags;
 mod logging;
 
 use std::io::Write;
@@ -10,13 +11,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use rcrun_runtime::container::{self, create::CreateOptions, run::RunOptions};
 
 use cli::{Cli, Command, CreateArgs, ListFormat};
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let args = go_flags::normalize_if_needed(std::env::args_os().collect(), Cli::command);
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => usage_error(e),
     };

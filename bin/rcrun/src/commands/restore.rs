@@ -30,10 +30,6 @@ pub struct RestoreArgs {
     /// Do not become the restored process' subreaper.
     #[arg(long = "no-subreaper")]
     pub no_subreaper: bool,
-    /// go-runc (containerd's runc shims) writes `-no-subreaper`, one dash, which runc's flag
-    /// parser takes as `--no-subreaper`; clap reads it as `-n` with the value "o-subreaper".
-    #[arg(short = 'n', hide = true, value_parser = ["o-subreaper"])]
-    pub go_runc_no_subreaper: Option<String>,
     /// Accepted for runc compatibility (CRIU switches root itself).
     #[arg(long = "no-pivot")]
     pub no_pivot: bool,
@@ -73,7 +69,7 @@ pub fn run(cli: &Cli, a: &RestoreArgs) -> Result<i32> {
         pid_file: a.pid_file.as_deref(),
         console_socket: a.console_socket.as_deref(),
         detach: a.detach,
-        no_subreaper: a.no_subreaper || a.go_runc_no_subreaper.is_some(),
+        no_subreaper: a.no_subreaper,
         no_pivot: a.no_pivot,
         systemd_cgroup: cli.systemd_cgroup,
         rootless: crate::rootless(cli)?,
